@@ -1,0 +1,25 @@
+"""Test set-up: 8 fake CPU devices, set before JAX starts, so sharded code is exercised."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402  (must come after XLA_FLAGS)
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """Directory of the real MNIST IDX files (../shared/data/mnist), skipped if absent."""
+    path = os.environ.get("VSCJAX_DATA_DIR") or os.path.join(SHARED_DATA, "mnist")
+    if not os.path.exists(os.path.join(path, "train-images-idx3-ubyte.gz")):
+        pytest.skip(f"MNIST IDX files not found in {path}")
+    return path
