@@ -18,8 +18,8 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """Directory of the real MNIST IDX files (../shared/data/mnist), skipped if absent."""
-    path = os.environ.get("VSCJAX_DATA_DIR") or os.path.join(SHARED_DATA, "mnist")
+    """Directory of the real MNIST IDX files ($VSCJAX_DATA_DIR/mnist, else ../shared/data/mnist)."""
+    path = os.path.join(os.environ.get("VSCJAX_DATA_DIR") or SHARED_DATA, "mnist")
     if not os.path.exists(os.path.join(path, "train-images-idx3-ubyte.gz")):
         pytest.skip(f"MNIST IDX files not found in {path}")
     return path
