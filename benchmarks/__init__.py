@@ -1,0 +1,1 @@
+"""Benchmarks of vscjax (throughput, memory) against a PyTorch reference."""

@@ -1,0 +1,177 @@
+"""spike_slab.py against independent computations: float64 numpy, Monte Carlo, known values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vscjax import spike_slab
+
+
+def _params(seed, shape, spread=2.0):
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(0, spread, shape).astype(np.float32)
+    logvar = rng.normal(0, 1.0, shape).astype(np.float32)
+    logit = rng.normal(0, 3.0, shape).astype(np.float32)
+    return mu, logvar, logit
+
+
+def _kl_numpy(mu, logvar, logit, alpha, prior_mu=0.0, prior_logvar=0.0):
+    """The closed form of DESIGN.md written directly in float64."""
+    mu, logvar, logit = (np.asarray(a, np.float64) for a in (mu, logvar, logit))
+    gamma = 1.0 / (1.0 + np.exp(-logit))
+    var, prior_var = np.exp(logvar), np.exp(prior_logvar)
+    slab = gamma * (
+        0.5 * (prior_logvar - logvar) + (var + (mu - prior_mu) ** 2) / (2 * prior_var) - 0.5
+    )
+    spike = gamma * np.log(gamma / alpha) + (1 - gamma) * np.log((1 - gamma) / (1 - alpha))
+    return np.sum(slab + spike, axis=-1)
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.1, 0.5, 0.9])
+def test_kl_equals_float64_formula(alpha):
+    mu, logvar, logit = _params(0, (16, 50))
+    got = spike_slab.kl(mu, logvar, logit, alpha=alpha)
+    assert got.shape == (16,)
+    np.testing.assert_allclose(got, _kl_numpy(mu, logvar, logit, alpha), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5])
+def test_kl_matches_monte_carlo_of_the_mixed_measure(alpha):
+    """E_q[log dq/dp] by sampling the spike-and-slab posterior in numpy (not with `sample`).
+
+    The Radon-Nikodym derivative dq/dp is (1-gamma)/(1-alpha) at z = 0 (the atoms) and
+    gamma N(z; mu, s^2) / (alpha N(z; 0, 1)) for z != 0 (the densities).
+    """
+    rng = np.random.default_rng(1)
+    mu, logvar, logit = _params(2, (4, 6), spread=1.0)
+    gamma = 1.0 / (1.0 + np.exp(-logit.astype(np.float64)))
+    sigma = np.exp(0.5 * logvar.astype(np.float64))
+    n = 200_000
+    active = rng.random((n,) + mu.shape) < gamma  # [n, B, L]
+    z = mu + sigma * rng.standard_normal((n,) + mu.shape)
+    log_q_slab = -0.5 * ((z - mu) / sigma) ** 2 - np.log(sigma)  # common 2pi cancels
+    log_p_slab = -0.5 * z**2
+    log_ratio = np.where(
+        active,
+        np.log(gamma / alpha) + log_q_slab - log_p_slab,
+        np.log((1 - gamma) / (1 - alpha)),
+    ).sum(-1)  # [n, B]
+    estimate, stderr = log_ratio.mean(0), log_ratio.std(0) / np.sqrt(n)
+    got = np.asarray(spike_slab.kl(mu, logvar, logit, alpha=alpha))
+    assert np.all(np.abs(got - estimate) < 5 * stderr + 1e-4), (got, estimate, stderr)
+
+
+def test_kl_is_zero_when_posterior_is_the_prior():
+    alpha = 0.2
+    shape = (3, 7)
+    logit = np.full(shape, np.log(alpha / (1 - alpha)), np.float32)
+    got = spike_slab.kl(np.zeros(shape), np.zeros(shape), logit, alpha=alpha)
+    np.testing.assert_allclose(got, 0.0, atol=1e-5)
+    assert np.all(np.asarray(spike_slab.kl(*_params(3, shape), alpha=alpha)) > 0)
+
+
+def test_kl_to_prior_with_fixed_prior_equals_kl():
+    mu, logvar, logit = _params(4, (8, 30))
+    alpha = 0.03
+    general = spike_slab.kl_to_prior(
+        mu, logvar, logit, 0.0, 0.0, np.log(alpha / (1 - alpha)).astype(np.float32)
+    )
+    np.testing.assert_allclose(general, spike_slab.kl(mu, logvar, logit, alpha=alpha), rtol=1e-6)
+
+
+def test_kl_to_prior_broadcasts_over_prior_components():
+    mu, logvar, logit = _params(5, (6, 1, 12))  # posterior [B, 1, L]
+    pmu, plogvar, plogit = _params(6, (4, 12))  # K prior components [K, L]
+    got = spike_slab.kl_to_prior(mu, logvar, logit, pmu, plogvar, plogit)
+    assert got.shape == (6, 4)
+    for k in range(4):
+        pgamma = 1 / (1 + np.exp(-plogit[k].astype(np.float64)))
+        expect = _kl_numpy(mu[:, 0], logvar[:, 0], logit[:, 0], pgamma, pmu[k], plogvar[k])
+        np.testing.assert_allclose(got[:, k], expect, rtol=1e-4, atol=1e-4)
+
+
+def test_slab_and_spike_parts_add_up():
+    mu, logvar, logit = _params(7, (5, 9))
+    plogit = spike_slab.alpha_logit(0.1)
+    total = spike_slab.kl_to_prior(mu, logvar, logit, 0.0, 0.0, plogit)
+    parts = spike_slab.slab_kl_to_prior(mu, logvar, logit, 0.0, 0.0) + spike_slab.spike_kl_to_prior(
+        logit, plogit
+    )
+    np.testing.assert_allclose(total, parts, rtol=1e-6)
+
+
+def test_gaussian_kl_equals_formula():
+    mu, logvar, _ = _params(8, (4, 10))
+    expect = 0.5 * np.sum(np.exp(logvar) + mu.astype(np.float64) ** 2 - 1 - logvar, -1)
+    np.testing.assert_allclose(spike_slab.gaussian_kl(mu, logvar), expect, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask", spike_slab.MASKS)
+def test_extreme_parameters_give_finite_values_and_gradients(mask):
+    logit = jnp.array([[-50.0, 50.0, -50.0, 50.0, 0.0]])
+    logvar = jnp.array([[-30.0, -30.0, 30.0, 30.0, 0.0]])
+    mu = jnp.array([[3.0, -3.0, 0.0, 1.0, 0.5]])
+
+    def total(mu, logvar, logit):
+        z = spike_slab.sample(jax.random.key(0), mu, logvar, logit, c=100.0, mask=mask)
+        return spike_slab.kl(mu, logvar, logit, alpha=0.01).sum() + jnp.sum(z)
+
+    value, grads = jax.value_and_grad(total, argnums=(0, 1, 2))(mu, logvar, logit)
+    assert np.isfinite(value)
+    for g in grads:
+        assert np.all(np.isfinite(g))
+
+
+def test_sample_spike_fraction_and_slab_moments():
+    """At large c, the fraction of (near) zeros is 1 - gamma; active coordinates are N(mu, s^2)."""
+    n = 100_000
+    gamma = np.array([0.1, 0.5, 0.9], np.float32)
+    logit = np.log(gamma / (1 - gamma))
+    mu = np.array([2.0, -1.0, 0.5], np.float32)
+    logvar = np.log(np.array([0.25, 1.0, 4.0], np.float32))
+    tile = lambda a: jnp.broadcast_to(a, (n, 3))  # noqa: E731
+    z = np.asarray(
+        spike_slab.sample(jax.random.key(42), tile(mu), tile(logvar), tile(logit), c=1e5)
+    )
+    off = np.abs(z) < 1e-6
+    # Binomial standard error at n = 1e5 is <= 0.0016; 0.01 is > 6 standard errors.
+    np.testing.assert_allclose(off.mean(0), 1 - gamma, atol=0.01)
+    for j in range(3):
+        active = z[~off[:, j], j]
+        sd = np.sqrt(np.exp(logvar[j]))
+        assert abs(active.mean() - mu[j]) < 5 * sd / np.sqrt(active.size)
+        assert abs(active.std() / sd - 1) < 0.03
+
+
+def test_relaxed_sample_equals_the_formula():
+    mu, logvar, logit = _params(9, (3, 4))
+    key = jax.random.key(7)
+    k_eta, k_eps = jax.random.split(key)
+    eta = np.asarray(jax.random.uniform(k_eta, mu.shape), np.float64)
+    eps = np.asarray(jax.random.normal(k_eps, mu.shape), np.float64)
+    gamma = 1 / (1 + np.exp(-logit.astype(np.float64)))
+    c = 37.0
+    expect = 1 / (1 + np.exp(-c * (eta + gamma - 1))) * (mu + np.exp(0.5 * logvar) * eps)
+    np.testing.assert_allclose(spike_slab.sample(key, mu, logvar, logit, c=c), expect, rtol=1e-4, atol=1e-5)
+
+
+def test_straight_through_is_hard_forward_and_relaxed_backward():
+    mu, logvar, logit = _params(10, (5, 6))
+    eta = np.random.default_rng(0).random(mu.shape).astype(np.float32)
+    eps = np.zeros_like(mu)
+
+    def draw(mask):
+        return lambda s: spike_slab.sample_from_noise(eta, eps, mu, logvar, s, c=20.0, mask=mask)
+
+    np.testing.assert_array_equal(draw("straight_through")(logit), draw("hard")(logit))
+    np.testing.assert_array_equal(np.unique(draw("hard")(logit) != 0), [False, True])
+    g_st = jax.grad(lambda s: jnp.sum(draw("straight_through")(s)))(logit)
+    g_relaxed = jax.grad(lambda s: jnp.sum(draw("relaxed")(s)))(logit)
+    np.testing.assert_allclose(g_st, g_relaxed, rtol=1e-6)
+    assert np.all(jax.grad(lambda s: jnp.sum(draw("hard")(s)))(logit) == 0)
+
+
+def test_unknown_mask_is_named():
+    with pytest.raises(ValueError, match="unknown spike mask 'soft'"):
+        spike_slab.sample(jax.random.key(0), jnp.zeros(2), jnp.zeros(2), jnp.zeros(2), c=1.0, mask="soft")

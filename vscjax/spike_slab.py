@@ -1,0 +1,154 @@
+"""Spike-and-slab posterior: reparameterised samples and exact KL divergences.
+
+Pure functions of arrays (no state, no other vscjax module); every one is jit-able and
+differentiable. Shapes: ``mu``, ``logvar`` and ``spike_logit`` are ``[..., L]`` (usually
+``[B, L]``); KLs sum over the last axis and return ``[...]``.
+
+The posterior of one latent dimension is
+``q(z) = gamma N(z; mu, sigma^2) + (1 - gamma) delta(z)`` with ``gamma = sigmoid(spike_logit)``
+and ``sigma^2 = exp(logvar)``. Every log of ``gamma`` or ``1 - gamma`` is computed from the
+logit (``log_sigmoid(s)``, ``log_sigmoid(-s)``), never by clamping a probability.
+
+Masks (how the spike enters a sample), see DESIGN.md "the leak":
+
+* ``"relaxed"``: ``sigmoid(c (eta + gamma - 1))`` with ``eta ~ U(0, 1)`` (VSC supplement B).
+  Differentiable, but a dimension with gamma ~ 0 still passes about ``log(2) / c`` of its
+  slab, which the KL never charges for.
+* ``"hard"``: ``1[eta < gamma]``, the Bernoulli spike for which the KL is exact. No gradient
+  reaches the spike logits through it; used for evaluation.
+* ``"straight_through"``: the hard mask in the forward pass, the relaxed mask's gradient in
+  the backward pass.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+MASKS = ("relaxed", "hard", "straight_through")
+
+
+def spike_mask(eta: jax.Array, spike_logit: jax.Array, *, c, mask: str = "relaxed") -> jax.Array:
+    """The spike factor of a sample from uniform noise ``eta`` ([..., L] in [0, 1))."""
+    gamma = jax.nn.sigmoid(spike_logit)
+    if mask == "hard":
+        return (eta < gamma).astype(gamma.dtype)
+    relaxed = jax.nn.sigmoid(c * (eta + gamma - 1.0))
+    if mask == "relaxed":
+        return relaxed
+    if mask == "straight_through":
+        hard = (eta < gamma).astype(gamma.dtype)
+        return relaxed + jax.lax.stop_gradient(hard - relaxed)
+    raise ValueError(f"unknown spike mask {mask!r}; expected one of {MASKS}")
+
+
+def sample_from_noise(
+    eta: jax.Array,
+    eps: jax.Array,
+    mu: jax.Array,
+    logvar: jax.Array,
+    spike_logit: jax.Array,
+    *,
+    c,
+    mask: str = "relaxed",
+) -> jax.Array:
+    """Spike-and-slab sample ``mask(eta) * (mu + sigma * eps)`` from given noise.
+
+    ``eta ~ U(0, 1)`` and ``eps ~ N(0, 1)`` have the shape of ``mu`` ([..., L]). Exposed so
+    that other implementations can be compared on identical noise.
+    """
+    slab = mu + jnp.exp(0.5 * logvar) * eps
+    return spike_mask(eta, spike_logit, c=c, mask=mask) * slab
+
+
+def sample(
+    key: jax.Array,
+    mu: jax.Array,
+    logvar: jax.Array,
+    spike_logit: jax.Array,
+    *,
+    c,
+    mask: str = "relaxed",
+) -> jax.Array:
+    """Reparameterised sample ``z = sigmoid(c (eta + gamma - 1)) (mu + sigma eps)``.
+
+    Args:
+      key: a PRNG key.
+      mu, logvar, spike_logit: posterior parameters, [..., L].
+      c: sharpness of the relaxed spike (> 0), a float or a traced scalar.
+      mask: "relaxed" (default, the formula above), "hard" or "straight_through".
+
+    Returns:
+      z: [..., L].
+    """
+    key_eta, key_eps = jax.random.split(key)
+    eta = jax.random.uniform(key_eta, mu.shape, mu.dtype)
+    eps = jax.random.normal(key_eps, mu.shape, mu.dtype)
+    return sample_from_noise(eta, eps, mu, logvar, spike_logit, c=c, mask=mask)
+
+
+def slab_kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar) -> jax.Array:
+    """``sum_j gamma_j KL(N(mu_j, sigma_j^2) || N(prior_mu_j, prior_sigma_j^2))``, [...]."""
+    gamma = jax.nn.sigmoid(spike_logit)
+    gauss_kl = 0.5 * (
+        prior_logvar
+        - logvar
+        + (jnp.exp(logvar) + jnp.square(mu - prior_mu)) * jnp.exp(-prior_logvar)
+        - 1.0
+    )
+    return jnp.sum(gamma * gauss_kl, axis=-1)
+
+
+def spike_kl_to_prior(spike_logit, prior_spike_logit) -> jax.Array:
+    """``sum_j KL(Bernoulli(gamma_j) || Bernoulli(prior_gamma_j))`` from logits, [...]."""
+    gamma = jax.nn.sigmoid(spike_logit)
+    one_minus_gamma = jax.nn.sigmoid(-spike_logit)
+    bern_kl = gamma * (
+        jax.nn.log_sigmoid(spike_logit) - jax.nn.log_sigmoid(prior_spike_logit)
+    ) + one_minus_gamma * (
+        jax.nn.log_sigmoid(-spike_logit) - jax.nn.log_sigmoid(-prior_spike_logit)
+    )
+    return jnp.sum(bern_kl, axis=-1)
+
+
+def kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar, prior_spike_logit) -> jax.Array:
+    """Exact per-sample KL(q || p) between two spike-and-slab distributions.
+
+    The delta and Gaussian parts are mutually singular, so the KL splits exactly into the
+    gamma-weighted Gaussian KL (the slab part) plus the Bernoulli KL of the spikes::
+
+        KL = sum_j gamma_j KL(N_q || N_p) + KL(Bern(gamma_j) || Bern(gamma_pj))
+
+    All arguments broadcast against each other; e.g. posterior parameters [B, 1, L] against
+    prior components [K, L] give [B, K] (the pseudo-input prior).
+
+    Returns:
+      KL summed over the last axis, [...].
+    """
+    return slab_kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar) + spike_kl_to_prior(
+        spike_logit, prior_spike_logit
+    )
+
+
+def alpha_logit(alpha) -> jax.Array:
+    """Logit of the prior spike probability alpha in (0, 1)."""
+    alpha = jnp.asarray(alpha, jnp.float32)
+    return jnp.log(alpha) - jnp.log1p(-alpha)
+
+
+def kl(mu, logvar, spike_logit, *, alpha) -> jax.Array:
+    """Exact per-sample KL to the fixed prior ``alpha N(0, 1) + (1 - alpha) delta(0)``.
+
+    Args:
+      mu, logvar, spike_logit: posterior parameters, [B, L].
+      alpha: prior spike probability in (0, 1).
+
+    Returns:
+      [B], summed over the L dimensions.
+    """
+    return kl_to_prior(mu, logvar, spike_logit, 0.0, 0.0, alpha_logit(alpha))
+
+
+def gaussian_kl(mu, logvar) -> jax.Array:
+    """Per-sample KL(N(mu, sigma^2) || N(0, 1)) summed over the last axis (the plain VAE)."""
+    return 0.5 * jnp.sum(jnp.exp(logvar) + jnp.square(mu) - 1.0 - logvar, axis=-1)
