@@ -1,0 +1,146 @@
+"""The configuration schema: every key with its default, validation, and resume compatibility.
+
+Config files in ``configs/`` start from :func:`base_config` and change what they need; the
+returned ``ConfigDict`` is locked, so a misspelt key (in a file or a ``--config.x=y``
+override) fails at once, and :func:`validate` rejects impossible values with a message that
+names the key.
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+from vscjax import alignment, spike_slab
+from vscjax.models import ARCHITECTURES, LIKELIHOODS, PRIORS
+from vscjax.objective import SCHEDULE_KINDS
+
+ALIGN_MODES = ("off",) + alignment.MODES
+NONFINITE_POLICIES = ("skip", "stop")
+SOURCES = ("digits", "idx", "tfds")
+# Keys whose change makes a checkpoint unusable: resuming with a different value is refused.
+STATE_DEFINING_PREFIXES = ("model.", "data.source", "data.name", "optimizer.")
+
+
+class ConfigError(ValueError):
+    """A config key that does not exist or holds an impossible value."""
+
+
+def schedule(kind: str = "constant", value: float = 0.0, *, start: float | None = None,
+             begin_step: int = 0, end_step: int = 0) -> ml_collections.ConfigDict:
+    """A schedule spec (see ``objective.schedule_value``); ``start`` defaults to ``value``."""
+    return ml_collections.ConfigDict(dict(
+        kind=kind, value=float(value), start=float(value if start is None else start),
+        begin_step=int(begin_step), end_step=int(end_step)))
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every key of a vscjax config with its default (plain VSC, fixed prior, L=200)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = ml_collections.ConfigDict(dict(
+        source="digits",  # digits (embedded), idx (a folder of IDX files) or tfds
+        name="digits",  # the data set's name: folder under $VSCJAX_DATA_DIR, or TFDS name
+        dir="",  # the IDX folder (or TFDS data_dir); "" -> $VSCJAX_DATA_DIR/<name>
+        balanced=False,  # class-balanced batches: B / C samples of every class
+        prefetch=2,  # batches placed on the devices ahead of the step
+    ))
+    c.model = ml_collections.ConfigDict(dict(
+        architecture="mlp", hidden=(400,), conv_channels=32, latent_dim=200,
+        likelihood="bernoulli", prior="fixed", num_pseudo_inputs=10, pseudo_sharpness=10.0,
+        dtype="float32",
+    ))
+    c.objective = ml_collections.ConfigDict(dict(
+        alpha=0.01,  # prior spike probability
+        mask="straight_through",  # spike mask of the training sample (spike_slab.MASKS)
+        c=schedule("constant", 100.0),  # sharpness of the relaxed spike
+        beta=schedule("constant", 1.0),  # KL weight
+        warmup=schedule("constant", 1.0),  # lambda of the slab warm-up (1 = none)
+        align_weight=schedule("constant", 0.0),  # lambda_align
+        align_mode="off",  # off, pairwise or centroid
+    ))
+    c.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-3, b1=0.9, b2=0.999, grad_clip_norm=0.0))  # 0 = no clipping
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=128, num_steps=10_000, log_every=100, eval_every=0,  # 0 = at the end only
+        checkpoint_every=1000, max_to_keep=3, eval_batch_size=1000,
+        nonfinite="skip",  # skip the update of a non-finite step, or stop the run
+        plots=True,
+    ))
+    return c
+
+
+def _fail(key: str, message: str) -> None:
+    raise ConfigError(f"config key {key}: {message}")
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        _fail(key, f"{value!r} is not one of {tuple(choices)}")
+
+
+def _check_schedule(key: str, spec) -> None:
+    _check_choice(f"{key}.kind", spec.kind, SCHEDULE_KINDS)
+    if spec.kind != "constant" and spec.end_step < spec.begin_step:
+        _fail(key, f"end_step {spec.end_step} is before begin_step {spec.begin_step}")
+    if spec.kind == "exponential" and (spec.start <= 0 or spec.value <= 0):
+        _fail(key, "an exponential schedule needs start > 0 and value > 0")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Raise ``ConfigError`` naming the first impossible value in ``config``."""
+    m, o, t = config.model, config.objective, config.train
+    _check_choice("data.source", config.data.source, SOURCES)
+    if not isinstance(m.latent_dim, int) or m.latent_dim <= 0:
+        _fail("model.latent_dim", f"must be a positive integer, got {m.latent_dim!r}")
+    if any(h <= 0 for h in m.hidden):
+        _fail("model.hidden", f"sizes must be positive, got {tuple(m.hidden)}")
+    _check_choice("model.architecture", m.architecture, ARCHITECTURES)
+    _check_choice("model.likelihood", m.likelihood, LIKELIHOODS)
+    _check_choice("model.prior", m.prior, PRIORS)
+    _check_choice("model.dtype", m.dtype, ("float32", "bfloat16"))
+    if not 0.0 < o.alpha < 1.0:
+        _fail("objective.alpha", f"must lie in (0, 1), got {o.alpha}")
+    _check_choice("objective.mask", o.mask, spike_slab.MASKS)
+    _check_choice("objective.align_mode", o.align_mode, ALIGN_MODES)
+    if o.align_mode != "off" and m.prior == "gaussian":
+        _fail("objective.align_mode", "the alignment loss needs spikes; model.prior is gaussian")
+    for name in ("c", "beta", "warmup", "align_weight"):
+        _check_schedule(f"objective.{name}", o[name])
+    if o.c.value <= 0 or o.c.start <= 0:
+        _fail("objective.c", "the spike sharpness must be > 0")
+    for key in ("batch_size", "eval_batch_size"):
+        if t[key] <= 0:
+            _fail(f"train.{key}", f"must be positive, got {t[key]}")
+        if t[key] % num_devices:
+            _fail(f"train.{key}", f"{t[key]} does not split over {num_devices} devices; "
+                                  f"use a multiple of {num_devices}")
+    for key in ("num_steps", "log_every", "checkpoint_every", "max_to_keep"):
+        if t[key] <= 0:
+            _fail(f"train.{key}", f"must be positive, got {t[key]}")
+    _check_choice("train.nonfinite", t.nonfinite, NONFINITE_POLICIES)
+    if config.optimizer.learning_rate <= 0:
+        _fail("optimizer.learning_rate", "must be positive")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def check_resume_compatible(saved_json: str, config: ml_collections.ConfigDict) -> None:
+    """Refuse to resume a checkpoint written under a config whose state-defining keys differ."""
+    saved = _flatten(json.loads(saved_json))
+    current = _flatten(json.loads(config.to_json()))
+    for key in sorted(set(saved) | set(current)):
+        if key.startswith(STATE_DEFINING_PREFIXES) and saved.get(key) != current.get(key):
+            raise ConfigError(
+                f"config key {key}: the checkpoint in this workdir was made with "
+                f"{saved.get(key)!r}, this run asks for {current.get(key)!r}; use another "
+                "--workdir or the same value")

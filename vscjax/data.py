@@ -1,0 +1,448 @@
+"""Data sources and batching: scikit-learn's digits, IDX files, TFDS; a resumable sampler.
+
+Every source returns a :class:`Dataset` of float32 images in [0, 1], shape [N, H, W, C],
+and int32 labels. :class:`BatchSampler` gives the indices of each batch as a pure function
+of (seed, step), so a resumed run needs only its step to see the same batches, and can
+draw class-balanced batches for the class-aware alignment loss. :func:`batch_iterator`
+gathers batches and puts them on the device(s) in a background thread.
+
+This module knows nothing of models; scikit-learn and tensorflow_datasets are imported
+only when their sources are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import queue
+import struct
+import threading
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+IDX_PREFIX = {"train": "train", "test": "t10k"}
+SOURCES = ("digits", "idx", "tfds")
+DATA_DIR_ENV = "VSCJAX_DATA_DIR"
+TFDS_INSTALL = 'pip install "vscjax[tfds]"'
+
+
+class DataError(ValueError):
+    """A data set cannot be found, read or batched as asked; the message says which and why."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """An image classification data set held in host memory.
+
+    Attributes:
+      images: [N, H, W, C] float32, values in [0, 1].
+      labels: [N] int32, values in [0, num_classes).
+      num_classes: number of classes.
+      name: a name for logs and reports.
+    """
+
+    images: np.ndarray  # [N, H, W, C]
+    labels: np.ndarray  # [N]
+    num_classes: int
+    name: str
+
+    def __post_init__(self):
+        if self.images.ndim != 4:
+            raise ValueError(f"{self.name}: images must be [N, H, W, C], got shape {self.images.shape}")
+        if self.images.dtype != np.float32:
+            raise ValueError(f"{self.name}: images must be float32, got {self.images.dtype}")
+        if self.labels.ndim != 1 or self.labels.dtype != np.int32:
+            raise ValueError(
+                f"{self.name}: labels must be a 1-D int32 array, got {self.labels.dtype} "
+                f"of shape {self.labels.shape}"
+            )
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
+            raise ValueError(
+                f"{self.name}: labels span [{self.labels.min()}, {self.labels.max()}], "
+                f"outside [0, {self.num_classes})"
+            )
+
+
+def _check_split(split: str, valid) -> None:
+    if split not in valid:
+        raise DataError(f"unknown split {split!r}; expected one of {sorted(valid)}")
+
+
+def load_digits(split: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled handwritten digits: 1,797 real 8x8 images, no download needed.
+
+    Values 0..16 are scaled to [0, 1]. The train/test split is stratified by class and
+    deterministic given ``seed``.
+
+    Args:
+      split: "train" or "test".
+      test_fraction: fraction of the images in the test split, in (0, 1).
+      seed: seed of the split.
+
+    Returns:
+      A Dataset of shape [N, 8, 8, 1] with 10 classes.
+    """
+    _check_split(split, ("train", "test"))
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    train_idx, test_idx = train_test_split(
+        np.arange(len(digits.target)),
+        test_size=test_fraction,
+        random_state=seed,
+        stratify=digits.target,
+    )
+    idx = train_idx if split == "train" else test_idx
+    images = (digits.images[idx] / 16.0).astype(np.float32)[..., None]  # [N, 8, 8, 1]
+    return Dataset(images, digits.target[idx].astype(np.int32), 10, f"digits/{split}")
+
+
+def _find_idx_file(directory: str, stem: str) -> str:
+    candidates = [os.path.join(directory, stem + ".gz"), os.path.join(directory, stem)]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    raise DataError(f"IDX file not found; looked for {' and '.join(candidates)}")
+
+
+def _read_idx(path: str, magic: int, num_dims: int) -> np.ndarray:
+    """The uint8 array of an IDX file (gzip or not), shape read from its big-endian header."""
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    header_size = 4 * (1 + num_dims)
+    if len(data) < header_size:
+        raise DataError(f"{path}: truncated header ({len(data)} bytes, expected {header_size})")
+    got_magic, *shape = struct.unpack(f">{1 + num_dims}I", data[:header_size])
+    if got_magic != magic:
+        raise DataError(f"{path}: wrong magic number, expected {magic}, got {got_magic}")
+    size = int(np.prod(shape))
+    if len(data) - header_size < size:
+        raise DataError(
+            f"{path}: truncated, header says {size} bytes of data for shape {tuple(shape)}, "
+            f"file has {len(data) - header_size}"
+        )
+    return np.frombuffer(data, np.uint8, size, header_size).reshape(shape)
+
+
+def load_idx(directory: str, split: str, *, num_classes: int | None = None) -> Dataset:
+    """MNIST-style IDX files (as distributed: MNIST, Fashion-MNIST, KMNIST, ...).
+
+    Reads ``{train,t10k}-images-idx3-ubyte`` and ``{train,t10k}-labels-idx1-ubyte`` from
+    ``directory``, gzip-compressed (``.gz``, preferred when both exist) or not.
+
+    Args:
+      directory: folder holding the four files.
+      split: "train" or "test" (the ``t10k`` files).
+      num_classes: number of classes; default: largest label + 1.
+
+    Returns:
+      A Dataset of shape [N, rows, cols, 1], pixel values / 255.
+    """
+    _check_split(split, IDX_PREFIX)
+    if not os.path.isdir(directory):
+        raise DataError(f"IDX data directory not found: {directory}")
+    prefix = IDX_PREFIX[split]
+    images_path = _find_idx_file(directory, f"{prefix}-images-idx3-ubyte")
+    labels_path = _find_idx_file(directory, f"{prefix}-labels-idx1-ubyte")
+    images = _read_idx(images_path, IMAGES_MAGIC, 3)  # [N, rows, cols]
+    labels = _read_idx(labels_path, LABELS_MAGIC, 1)  # [N]
+    if len(images) != len(labels):
+        raise DataError(
+            f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels"
+        )
+    images = (images.astype(np.float32) / 255.0)[..., None]  # [N, rows, cols, 1]
+    labels = labels.astype(np.int32)
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if len(labels) else 0
+    name = f"{os.path.basename(os.path.normpath(directory))}/{split}"
+    return Dataset(images, labels, num_classes, name)
+
+
+def load_tfds(name: str, split: str, *, data_dir: str | None = None) -> Dataset:
+    """Any TFDS image classification data set (``mnist``, ``fashion_mnist``, ...).
+
+    Reads the prepared data set through ``tfds.data_source`` (random access, no TensorFlow
+    needed). Preparing (downloading and building) a data set does need TensorFlow: the
+    ``tfds`` extra.
+
+    Args:
+      name: TFDS name, e.g. "mnist".
+      split: TFDS split, e.g. "train", "test", "train[:10%]".
+      data_dir: TFDS data folder; None for TFDS's default.
+
+    Returns:
+      A Dataset with images / 255, [N, H, W, C] (a channel axis added to [H, W] images).
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise DataError(
+            f"the tfds source needs tensorflow_datasets: {TFDS_INSTALL} "
+            f'(or pip install "vscjax[test]" to read prepared data sets only)'
+        ) from e
+    where = data_dir or "TFDS's default data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError as e:
+        raise DataError(f"unknown TFDS data set {name!r}: {str(e).splitlines()[0]}") from e
+    except ImportError as e:
+        raise DataError(
+            f"TFDS data set {name!r} is not prepared in {where}, and preparing it failed ({e}); "
+            f"building TFDS data sets needs TensorFlow: {TFDS_INSTALL}, or point data_dir at "
+            f"a prepared copy"
+        ) from e
+    records = [source[i] for i in range(len(source))]
+    if not records:
+        raise DataError(f"TFDS {name}: split {split!r} is empty")
+    if not {"image", "label"} <= records[0].keys():
+        raise DataError(f"TFDS {name}: expected keys 'image' and 'label', got {sorted(records[0])}")
+    images = np.stack([np.asarray(r["image"]) for r in records])  # [N, H, W(, C)]
+    if images.dtype != np.uint8:
+        raise DataError(f"TFDS {name}: expected uint8 images, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]  # [N, H, W, 1]
+    images = images.astype(np.float32) / 255.0
+    labels = np.array([r["label"] for r in records], dtype=np.int32)  # [N]
+    info = getattr(source, "dataset_info", None)
+    num_classes = getattr(info.features["label"], "num_classes", None) if info else None
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    return Dataset(images, labels, num_classes, f"{name}/{split}")
+
+
+def resolve_data_dir(dir_value: str, name: str) -> str:
+    """The folder of data set ``name``: ``dir_value`` if set, else ``$VSCJAX_DATA_DIR/<name>``."""
+    if dir_value:
+        return dir_value
+    root = os.environ.get(DATA_DIR_ENV)
+    if root:
+        return os.path.join(root, name)
+    raise DataError(
+        f"no data directory for {name!r}: set the data_dir option, or set ${DATA_DIR_ENV} "
+        f"to a folder holding {name}/"
+    )
+
+
+def load(source: str, name: str, split: str, *, data_dir: str = "", seed: int = 0) -> Dataset:
+    """Load ``split`` of data set ``name`` from ``source`` ("digits", "idx" or "tfds").
+
+    Args:
+      source: "digits" (scikit-learn's, ``name`` unused), "idx" (files in
+        :func:`resolve_data_dir`), "tfds".
+      name: data set name, e.g. "mnist".
+      split: "train" or "test" (TFDS accepts its own split syntax).
+      data_dir: data folder; "" for the default of the source.
+      seed: seed of the digits train/test split.
+    """
+    if source == "digits":
+        return load_digits(split, seed=seed)
+    if source == "idx":
+        return load_idx(resolve_data_dir(data_dir, name), split)
+    if source == "tfds":
+        return load_tfds(name, split, data_dir=data_dir or None)
+    raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
+
+
+class BatchSampler:
+    """Indices of every batch as a pure function of (seed, step): resuming at step k needs only k.
+
+    Not balanced: shuffled epochs without replacement; epoch e is the permutation
+    ``default_rng([seed, e])`` of all N indices, cut into N // batch_size batches (the
+    remainder is dropped).
+
+    Balanced: each batch holds m = batch_size / num_classes samples of each class, in
+    class-major order (m of class 0, then m of class 1, ...). Class c walks through its own
+    epochs, the permutations ``default_rng([seed, e, c])`` of its samples, m at a time.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        batch_size: int,
+        *,
+        seed: int,
+        num_classes: int,
+        balanced: bool = False,
+    ):
+        labels = np.asarray(labels)
+        if batch_size <= 0:
+            raise DataError(f"batch_size must be positive, got {batch_size}")
+        if batch_size > len(labels):
+            raise DataError(f"batch_size {batch_size} exceeds the {len(labels)} samples")
+        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+            raise DataError(f"labels span [{labels.min()}, {labels.max()}], outside [0, {num_classes})")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_classes = num_classes
+        self.balanced = balanced
+        self.num_examples = len(labels)
+        self._cache = {}  # stream -> (epoch, permutation); stream None: all samples, c: class c
+        if balanced:
+            if batch_size % num_classes:
+                raise DataError(
+                    f"balanced batches need batch_size ({batch_size}) divisible by "
+                    f"num_classes ({num_classes})"
+                )
+            self.per_class = batch_size // num_classes
+            self.class_indices = [np.flatnonzero(labels == c) for c in range(num_classes)]
+            for c, idx in enumerate(self.class_indices):
+                if len(idx) < self.per_class:
+                    raise DataError(
+                        f"class {c} has {len(idx)} samples, fewer than the {self.per_class} "
+                        f"per batch that balanced batches of {batch_size} need"
+                    )
+
+    def _permutation(self, stream: int | None, epoch: int, n: int) -> np.ndarray:
+        cached = self._cache.get(stream)
+        if cached is None or cached[0] != epoch:
+            key = [self.seed, epoch] if stream is None else [self.seed, epoch, stream]
+            cached = (epoch, np.random.default_rng(key).permutation(n))
+            self._cache[stream] = cached
+        return cached[1]
+
+    def _slice(self, stream: int | None, step: int, n: int, size: int) -> np.ndarray:
+        """Positions in [0, n) taken at ``step`` by a stream drawing ``size`` per step."""
+        epoch, i = divmod(step, n // size)
+        return self._permutation(stream, epoch, n)[i * size : (i + 1) * size]
+
+    def indices(self, step: int) -> np.ndarray:
+        """Indices into the data set of the batch at ``step``: [batch_size] int64."""
+        if step < 0:
+            raise DataError(f"step must be >= 0, got {step}")
+        if not self.balanced:
+            return self._slice(None, step, self.num_examples, self.batch_size).astype(np.int64)
+        m = self.per_class
+        return np.concatenate(
+            [idx[self._slice(c, step, len(idx), m)] for c, idx in enumerate(self.class_indices)]
+        ).astype(np.int64)
+
+
+class _Failure:
+    """An exception raised in the loader thread, carried to the consumer."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+class BatchIterator:
+    """Iterator over (step, batch) filled by a daemon thread; see :func:`batch_iterator`."""
+
+    def __init__(self, dataset, sampler, start_step, sharding, prefetch):
+        if prefetch < 1:
+            raise DataError(f"prefetch must be >= 1, got {prefetch}")
+        self._dataset = dataset
+        self._sampler = sampler
+        self._sharding = sharding
+        self._rows = self._process_rows(sharding, sampler.batch_size)
+        self._queue = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(start_step,), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _process_rows(sharding, batch_size: int) -> np.ndarray:
+        """The rows of the global batch that this process's devices hold (all on one host)."""
+        if sharding is None:
+            return np.arange(batch_size)
+        index_map = sharding.addressable_devices_indices_map((batch_size,))
+        return np.unique(np.concatenate([np.arange(batch_size)[i[0]] for i in index_map.values()]))
+
+    def _place(self, array: np.ndarray) -> jax.Array:
+        if self._sharding is None:
+            return jax.device_put(array)
+        global_shape = (self._sampler.batch_size,) + array.shape[1:]
+        return jax.make_array_from_process_local_data(self._sharding, array, global_shape)
+
+    def _put(self, item) -> bool:
+        """Queue ``item``, waiting while the queue is full; False if stopped meanwhile."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _produce(self, step: int) -> None:
+        try:
+            while True:
+                idx = self._sampler.indices(step)[self._rows]  # [B_local]
+                batch = {
+                    "image": self._place(self._dataset.images[idx]),  # [B, H, W, C]
+                    "label": self._place(self._dataset.labels[idx]),  # [B]
+                }
+                if not self._put((step, batch)):
+                    return
+                step += 1
+        except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
+            self._put(_Failure(e))
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> tuple[int, dict]:
+        if self._stop.is_set():
+            raise StopIteration
+        item = self._queue.get()
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        """Stop the loader thread and drop the batches it has prefetched."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def __enter__(self) -> BatchIterator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def batch_iterator(
+    dataset: Dataset,
+    sampler: BatchSampler,
+    *,
+    start_step: int,
+    sharding: jax.sharding.Sharding | None = None,
+    prefetch: int = 2,
+) -> Iterator[tuple[int, dict]]:
+    """(step, batch) for step = start_step, start_step + 1, ... without end.
+
+    A daemon thread gathers each batch ``sampler.indices(step)`` and places it on the
+    device(s), at most ``prefetch`` batches ahead, so host-to-device transfer overlaps with
+    compute. An exception in the thread is re-raised by ``next``. Stop the thread with
+    ``.close()`` or by using the iterator as a context manager.
+
+    Args:
+      dataset: the data set to draw from.
+      sampler: gives the global batch's indices at each step.
+      start_step: first step (a resumed run passes its step).
+      sharding: sharding of the batch axis, e.g. ``NamedSharding(mesh, P("data"))``; each
+        process gathers only the rows its devices hold. None: the default device.
+      prefetch: batches prepared ahead.
+
+    Returns:
+      An iterator of (step, {"image": [B, H, W, C] float32, "label": [B] int32}) with jax.Arrays.
+    """
+    return BatchIterator(dataset, sampler, start_step, sharding, prefetch)

@@ -1,0 +1,260 @@
+"""Flax NNX models: MLP and conv encoders/decoders, likelihoods, the pseudo-input prior.
+
+Images are ``[B, H, W, C]`` float in [0, 1]. An encoder returns the posterior heads
+``(mu, logvar, spike_logit)``, each ``[B, L]`` (``spike_logit`` is None for the plain VAE);
+a decoder maps a latent code ``[B, L]`` to the likelihood's parameters. Matmuls and
+activations run in ``dtype`` (float32, or bfloat16 for mixed precision); parameters, heads
+and every loss term stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+ARCHITECTURES = ("mlp", "conv")
+PRIORS = ("fixed", "pseudo_inputs", "gaussian")
+
+
+# ----------------------------------------------------------------------------- likelihoods
+
+
+def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
+    """Sigmoid cross-entropy summed over pixels: logits, x [B, ...] -> [B]."""
+    logits = logits.astype(jnp.float32)
+    per_pixel = jnp.maximum(logits, 0) - logits * x + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    return jnp.sum(per_pixel.reshape(x.shape[0], -1), axis=-1)
+
+
+def gaussian_nll(mean: jax.Array, logvar: jax.Array, x: jax.Array) -> jax.Array:
+    """Gaussian negative log-likelihood summed over pixels: [B, ...] -> [B]."""
+    mean, logvar = mean.astype(jnp.float32), logvar.astype(jnp.float32)
+    per_pixel = 0.5 * (math.log(2 * math.pi) + logvar + jnp.square(x - mean) * jnp.exp(-logvar))
+    return jnp.sum(per_pixel.reshape(x.shape[0], -1), axis=-1)
+
+
+def likelihood_outputs(likelihood: str) -> int:
+    """Decoder outputs per pixel: 1 (Bernoulli logits) or 2 (Gaussian mean, log-variance)."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}")
+    return 1 if likelihood == "bernoulli" else 2
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+class MLPEncoder(nnx.Module):
+    """Flattened image -> hidden ReLU layers -> ``num_heads`` linear heads of size L."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int], latent_dim: int, num_heads: int,
+                 *, dtype=jnp.float32, rngs: nnx.Rngs):
+        sizes = [in_features, *hidden]
+        self.layers = nnx.List([
+            nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])
+        ])
+        # One matmul for all heads, split afterwards: [B, H] -> [B, num_heads * L].
+        self.heads = nnx.Linear(sizes[-1], num_heads * latent_dim, dtype=dtype, rngs=rngs)
+        self.num_heads = num_heads
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        h = x.reshape(x.shape[0], -1)  # [B, D]
+        for layer in self.layers:
+            h = jax.nn.relu(layer(h))
+        return jnp.split(self.heads(h).astype(jnp.float32), self.num_heads, axis=-1)  # [B, L] each
+
+
+class MLPDecoder(nnx.Module):
+    """Latent code -> hidden ReLU layers -> ``outputs_per_pixel`` maps of the image's shape."""
+
+    def __init__(self, latent_dim: int, hidden: Sequence[int], image_shape: Sequence[int],
+                 outputs_per_pixel: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        sizes = [latent_dim, *hidden]
+        self.layers = nnx.List([
+            nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])
+        ])
+        self.out = nnx.Linear(sizes[-1], outputs_per_pixel * math.prod(image_shape), dtype=dtype, rngs=rngs)
+        self.image_shape = tuple(image_shape)
+        self.outputs_per_pixel = outputs_per_pixel
+
+    def __call__(self, z: jax.Array) -> list[jax.Array]:
+        h = z
+        for layer in self.layers:
+            h = jax.nn.relu(layer(h))
+        out = self.out(h).astype(jnp.float32)  # [B, k * D]
+        return [o.reshape((z.shape[0], *self.image_shape))
+                for o in jnp.split(out, self.outputs_per_pixel, axis=-1)]  # [B, H, W, C] each
+
+
+# ----------------------------------------------------------------------------- conv
+
+
+def _conv_depth(image_shape: Sequence[int]) -> int:
+    height, width = image_shape[0], image_shape[1]
+    if height != width or height not in (32, 64):
+        raise ValueError(f"the conv architecture takes 32x32 or 64x64 images, got {tuple(image_shape)}")
+    return int(math.log2(height)) - 2  # down to 4x4
+
+
+class ConvEncoder(nnx.Module):
+    """Stride-2 4x4 convolutions down to 4x4, then linear heads (32x32 or 64x64 images)."""
+
+    def __init__(self, image_shape: Sequence[int], channels: int, latent_dim: int, num_heads: int,
+                 *, dtype=jnp.float32, rngs: nnx.Rngs):
+        depth = _conv_depth(image_shape)
+        widths = [image_shape[2]] + [channels * 2**i for i in range(depth)]
+        self.convs = nnx.List([
+            nnx.Conv(a, b, (4, 4), strides=2, padding="SAME", dtype=dtype, rngs=rngs)
+            for a, b in zip(widths[:-1], widths[1:])
+        ])
+        self.heads = nnx.Linear(16 * widths[-1], num_heads * latent_dim, dtype=dtype, rngs=rngs)
+        self.num_heads = num_heads
+
+    def __call__(self, x: jax.Array) -> list[jax.Array]:
+        h = x  # [B, H, W, C]
+        for conv in self.convs:
+            h = jax.nn.relu(conv(h))  # halves H and W
+        h = h.reshape(h.shape[0], -1)  # [B, 4 * 4 * C']
+        return jnp.split(self.heads(h).astype(jnp.float32), self.num_heads, axis=-1)
+
+
+class ConvDecoder(nnx.Module):
+    """Linear to 4x4 maps, then stride-2 transposed convolutions up to the image size."""
+
+    def __init__(self, latent_dim: int, image_shape: Sequence[int], channels: int,
+                 outputs_per_pixel: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        depth = _conv_depth(image_shape)
+        widths = [channels * 2**i for i in reversed(range(depth))]
+        self.start_width = widths[0]
+        self.inp = nnx.Linear(latent_dim, 16 * widths[0], dtype=dtype, rngs=rngs)
+        self.deconvs = nnx.List([
+            nnx.ConvTranspose(a, b, (4, 4), strides=2, padding="SAME", dtype=dtype, rngs=rngs)
+            for a, b in zip(widths[:-1], widths[1:])
+        ])
+        out_channels = outputs_per_pixel * image_shape[2]
+        self.out = nnx.ConvTranspose(widths[-1], out_channels, (4, 4), strides=2, padding="SAME",
+                                     dtype=dtype, rngs=rngs)
+        self.outputs_per_pixel = outputs_per_pixel
+
+    def __call__(self, z: jax.Array) -> list[jax.Array]:
+        h = jax.nn.relu(self.inp(z)).reshape(z.shape[0], 4, 4, self.start_width)
+        for deconv in self.deconvs:
+            h = jax.nn.relu(deconv(h))  # doubles H and W
+        out = self.out(h).astype(jnp.float32)  # [B, H, W, k * C]
+        return jnp.split(out, self.outputs_per_pixel, axis=-1)  # [B, H, W, C] each
+
+
+# ----------------------------------------------------------------------------- pseudo-input prior
+
+
+class PseudoInputPrior(nnx.Module):
+    """Learned spike-and-slab prior from K pseudo-inputs (UAI-version VSC, authors' code).
+
+    The pseudo-inputs ``u_k`` pass through the model's encoder to give the prior components;
+    their spike probabilities are sharpened, ``sigmoid(nu (gamma_k - 1/2))``. A selector
+    ``w_i = normalise(sigmoid(W x_i + b))`` weights the components for each input.
+    """
+
+    def __init__(self, image_shape: Sequence[int], num_components: int, sharpness: float,
+                 *, rngs: nnx.Rngs):
+        shape = (num_components, *image_shape)
+        self.pseudo_inputs = nnx.Param(0.5 + 0.05 * jax.random.normal(rngs.params(), shape))
+        self.selector = nnx.Linear(math.prod(image_shape), num_components, rngs=rngs)
+        self.sharpness = sharpness
+
+    def components(self, encoder) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Prior parameters (mu_k, logvar_k, sharpened spike logit_k), each [K, L]."""
+        mu, logvar, spike_logit = encoder(self.pseudo_inputs[...])
+        # sigmoid(nu (gamma - 1/2)) has logit nu (gamma - 1/2).
+        return mu, logvar, self.sharpness * (jax.nn.sigmoid(spike_logit) - 0.5)
+
+    def weights(self, x: jax.Array) -> jax.Array:
+        """Normalised selector weights w [B, K] (rows sum to 1)."""
+        s = jax.nn.sigmoid(self.selector(x.reshape(x.shape[0], -1).astype(jnp.float32)))
+        return s / jnp.sum(s, axis=-1, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class VSC(nnx.Module):
+    """Variational sparse coding model (or a plain VAE when ``prior == "gaussian"``).
+
+    Args:
+      image_shape: (H, W, C) of the inputs.
+      latent_dim: L.
+      architecture: "mlp" (hidden sizes ``hidden``) or "conv" (base width ``conv_channels``).
+      likelihood: "bernoulli" (pixels in [0, 1]) or "gaussian" (learned per-pixel variance).
+      prior: "fixed" (spike-and-slab with spike probability alpha), "pseudo_inputs" (learned
+        prior with ``num_pseudo_inputs`` components) or "gaussian" (a plain VAE: no spikes).
+      dtype: compute dtype of matmuls and activations ("float32" or "bfloat16").
+    """
+
+    def __init__(self, image_shape: Sequence[int], latent_dim: int, *, architecture: str = "mlp",
+                 hidden: Sequence[int] = (400,), conv_channels: int = 32,
+                 likelihood: str = "bernoulli", prior: str = "fixed", num_pseudo_inputs: int = 10,
+                 pseudo_sharpness: float = 10.0, dtype: str = "float32", rngs: nnx.Rngs):
+        if prior not in PRIORS:
+            raise ValueError(f"unknown prior {prior!r}; expected one of {PRIORS}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; expected one of {ARCHITECTURES}")
+        compute = jnp.dtype(dtype)
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.likelihood = likelihood
+        self.prior_kind = prior
+        num_heads = 2 if prior == "gaussian" else 3
+        k = likelihood_outputs(likelihood)
+        if architecture == "mlp":
+            self.encoder = MLPEncoder(math.prod(image_shape), hidden, latent_dim, num_heads,
+                                      dtype=compute, rngs=rngs)
+            self.decoder = MLPDecoder(latent_dim, tuple(reversed(hidden)), image_shape, k,
+                                      dtype=compute, rngs=rngs)
+        else:
+            self.encoder = ConvEncoder(image_shape, conv_channels, latent_dim, num_heads,
+                                       dtype=compute, rngs=rngs)
+            self.decoder = ConvDecoder(latent_dim, image_shape, conv_channels, k, dtype=compute, rngs=rngs)
+        self.prior = (PseudoInputPrior(image_shape, num_pseudo_inputs, pseudo_sharpness, rngs=rngs)
+                      if prior == "pseudo_inputs" else None)
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """Posterior heads (mu, logvar, spike_logit), each [B, L]; spike_logit None for a VAE."""
+        if x.shape[1:] != self.image_shape:
+            raise ValueError(f"the model takes images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
+        heads = self.encoder(x)
+        return (heads[0], heads[1], heads[2] if len(heads) == 3 else None)
+
+    def decode(self, z: jax.Array) -> list[jax.Array]:
+        """Likelihood parameters for a latent code z [B, L]: [logits] or [mean, logvar]."""
+        return self.decoder(z)
+
+    def reconstruction_nll(self, z: jax.Array, x: jax.Array) -> jax.Array:
+        """-log p(x | z) summed over pixels, [B]."""
+        out = self.decode(z)
+        return bernoulli_nll(out[0], x) if self.likelihood == "bernoulli" else gaussian_nll(*out, x)
+
+    def mean_image(self, z: jax.Array) -> jax.Array:
+        """The decoder's mean image for z, [B, H, W, C]."""
+        out = self.decode(z)
+        return jax.nn.sigmoid(out[0]) if self.likelihood == "bernoulli" else out[0]
+
+
+def build_model(model_config, image_shape: Sequence[int], *, seed: int) -> VSC:
+    """A VSC model from the ``config.model`` block and the data's image shape."""
+    return VSC(
+        image_shape,
+        model_config.latent_dim,
+        architecture=model_config.architecture,
+        hidden=tuple(model_config.hidden),
+        conv_channels=model_config.conv_channels,
+        likelihood=model_config.likelihood,
+        prior=model_config.prior,
+        num_pseudo_inputs=model_config.num_pseudo_inputs,
+        pseudo_sharpness=model_config.pseudo_sharpness,
+        dtype=model_config.dtype,
+        rngs=nnx.Rngs(params=seed),
+    )

@@ -1,0 +1,334 @@
+"""Training: the train state, the jitted train and eval steps, and the training loop.
+
+The train step is a pure function ``(state, batch, key) -> (state, metrics)`` compiled once
+with ``jax.jit`` (state donated), the batch split over the ``("data",)`` mesh and the state
+replicated. The loop reads each step's metrics one step late, so the host never waits on
+the device; it checkpoints periodically and on SIGTERM/SIGINT, and resumes from the newest
+checkpoint in the workdir, reaching bit-identical parameters to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from vscjax import data, objective, plots, sharding
+from vscjax.checkpoints import Checkpoints
+from vscjax.config import validate
+from vscjax.models import VSC, build_model
+
+EVAL_KEY_SALT = 0x5EED  # eval noise comes from fold_in(key(seed), this): the same every eval
+
+
+class TrainState(struct.PyTreeNode):
+    """Everything a resumed run needs; data position and keys follow from ``step``."""
+
+    params: nnx.State
+    opt_state: optax.OptState
+    step: jax.Array  # int32 scalar: number of updates attempted so far
+    nonfinite_steps: jax.Array  # int32 scalar: steps whose update was skipped
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised under ``train.nonfinite = "stop"`` when a step's loss or gradient is not finite."""
+
+
+def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam, with global-norm clipping first when ``grad_clip_norm > 0``."""
+    adam = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2)
+    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam) if opt.grad_clip_norm > 0 else adam
+
+
+def make_train_step(graphdef, tx, objective_config, num_classes: int) -> Callable:
+    """The pure train step ``(state, batch, key) -> (state, metrics)`` (not yet jitted).
+
+    The step's noise is ``fold_in(key, state.step)``. A step whose loss or any gradient is
+    not finite leaves parameters and optimizer state unchanged and counts itself in
+    ``nonfinite_steps``; its metrics carry ``nonfinite = 1`` (read one step late by the loop).
+    """
+
+    def train_step(state: TrainState, batch: dict, key: jax.Array):
+        step_key = jax.random.fold_in(key, state.step)
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params)
+            return objective.loss_and_metrics(model, batch, step_key, state.step,
+                                              objective_config, num_classes)
+
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["nonfinite"] = (~finite).astype(jnp.int32)
+        new_state = TrainState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            step=state.step + 1,
+            nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef, objective_config) -> Callable:
+    """``(params, images [B,H,W,C], weights [B], key, step) -> sums`` of the eval terms.
+
+    Sums are weighted by ``weights`` (0 for the padding of the last batch); the relaxed ELBO
+    uses the training c at ``step``.
+    """
+
+    def eval_step(params, images, weights, key, step):
+        model = nnx.merge(graphdef, params)
+        c = objective.schedule_value(objective_config.c, step)
+        terms = objective.eval_terms(model, images, key, c=c, alpha=objective_config.alpha)
+        return {k: jnp.sum(weights * v) for k, v in terms.items()}
+
+    return eval_step
+
+
+class Trainer:
+    """The model, data, mesh and compiled steps of one training configuration."""
+
+    def __init__(self, config: ml_collections.ConfigDict, mesh=None):
+        self.config = config
+        self.mesh = mesh if mesh is not None else sharding.make_data_mesh()
+        validate(config, self.mesh.devices.size)
+        d = config.data
+        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, seed=config.seed)
+        self.test_data = data.load(d.source, d.name, "test", data_dir=d.dir, seed=config.seed)
+        if config.train.batch_size > len(self.train_data.labels):
+            raise ValueError(f"config key train.batch_size: {config.train.batch_size} is larger than "
+                             f"the {len(self.train_data.labels)} training images of {d.name}")
+        self.num_classes = self.train_data.num_classes
+        self.image_shape = self.train_data.images.shape[1:]
+        model = build_model(config.model, self.image_shape, seed=config.seed)
+        self.graphdef, params = nnx.split(model)
+        self.tx = make_optimizer(config.optimizer)
+        self.replicated = sharding.replicated(self.mesh)
+        self.batch_sharding = sharding.batch_sharding(self.mesh)
+        self.key = jax.random.key(config.seed)
+        self.initial_state = jax.device_put(
+            TrainState(params=params, opt_state=self.tx.init(params),
+                       step=jnp.int32(0), nonfinite_steps=jnp.int32(0)),
+            self.replicated)
+        self.train_step = jax.jit(
+            make_train_step(self.graphdef, self.tx, config.objective, self.num_classes),
+            in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+            out_shardings=self.replicated, donate_argnums=0)
+        self.eval_step = jax.jit(
+            make_eval_step(self.graphdef, config.objective),
+            in_shardings=(self.replicated, self.batch_sharding, self.batch_sharding,
+                          self.replicated, self.replicated),
+            out_shardings=self.replicated)
+
+    def model(self, state: TrainState) -> VSC:
+        """The NNX model holding ``state``'s parameters."""
+        return nnx.merge(self.graphdef, state.params)
+
+    def sampler(self) -> data.BatchSampler:
+        """The training batch sampler (a pure function of the step)."""
+        return data.BatchSampler(self.train_data.labels, self.config.train.batch_size,
+                                 seed=self.config.seed, num_classes=self.num_classes,
+                                 balanced=self.config.data.balanced)
+
+    def abstract_state(self):
+        """Shapes, dtypes and shardings of the train state (the restore target)."""
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+            self.initial_state)
+
+    def evaluate(self, state: TrainState, dataset: data.Dataset | None = None) -> dict:
+        """Exact (hard-spike) and relaxed test negative ELBO, the leak and sparsity, as means.
+
+        Every evaluation uses the same noise, so two evaluations of one state agree exactly.
+        """
+        dataset = self.test_data if dataset is None else dataset
+        n, size = len(dataset.labels), self.config.train.eval_batch_size
+        key = jax.random.fold_in(self.key, EVAL_KEY_SALT)
+        totals = None
+        for i, start in enumerate(range(0, n, size)):
+            images = dataset.images[start:start + size]
+            weights = np.ones(len(images), np.float32)
+            pad = size - len(images)
+            if pad:
+                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+                weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+            sums = self.eval_step(state.params, images, weights, jax.random.fold_in(key, i), state.step)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        means = {k: float(v) / n for k, v in jax.device_get(totals).items()}
+        return {"exact_neg_elbo": means.pop("exact"), "relaxed_neg_elbo": means.pop("relaxed"), **means}
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files."""
+
+    def __init__(self, workdir: str):
+        from tensorboardX import SummaryWriter
+
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.file = open(self.path, "a")
+        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, split: str, step: int, metrics: dict) -> None:
+        record = {"split": split, "step": step, **{k: float(v) for k, v in metrics.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        for name, value in metrics.items():
+            self.writer.add_scalar(f"{split}/{name}", float(value), step)
+
+    def close(self) -> None:
+        self.file.close()
+        self.writer.close()
+
+
+class _StopSignal:
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (then saves, exits)."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no handlers
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
+    """Train (or resume) ``config`` in ``workdir``; returns the end-of-run summary.
+
+    Writes ``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``,
+    ``summary.json`` and ``plots/`` into the workdir.
+    """
+    from tqdm import tqdm
+
+    trainer = Trainer(config, mesh)
+    t = config.train
+    checkpoints = Checkpoints(workdir, config)
+    restored = checkpoints.restore_latest(trainer.abstract_state())
+    state = trainer.initial_state if restored is None else restored
+    start = int(jax.device_get(state.step))
+    if restored is not None:
+        logging.info("resuming from step %d in %s", start, workdir)
+    log = MetricsLog(workdir)
+    batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
+                                  sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
+    progress = tqdm(total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
+                    disable=start >= t.num_steps)
+    pending = None  # (step, metrics on device) of the previous step: read one step late
+    tick, tick_step = time.perf_counter(), start
+
+    def report(step, metrics):
+        nonlocal tick, tick_step
+        host = jax.device_get(metrics)
+        if host["nonfinite"] and t.nonfinite == "stop":
+            raise NonFiniteLossError(
+                f"step {step}: non-finite loss or gradient (update skipped); the last good "
+                f"checkpoint is step {checkpoints.latest_step()} in {workdir}")
+        if step % t.log_every == 0 or step == t.num_steps - 1:
+            now = time.perf_counter()
+            rate = (step + 1 - tick_step) * t.batch_size / max(now - tick, 1e-9)
+            tick, tick_step = now, step + 1
+            log.write("train", step, {**host, "samples_per_second": rate})
+            progress.set_postfix(loss=f"{host['loss']:.2f}", samples_s=f"{rate:,.0f}")
+
+    try:
+        with _StopSignal() as stop, batches:
+            step = start
+            for step, batch in batches:
+                if step >= t.num_steps:
+                    break
+                state, metrics = trainer.train_step(state, batch, trainer.key)
+                if pending is not None:
+                    report(*pending)
+                pending = (step, metrics)
+                progress.update(1)
+                done = step + 1
+                if done % t.checkpoint_every == 0:
+                    checkpoints.save(state)
+                if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
+                    log.write("test", done, trainer.evaluate(state))
+                if stop.received:
+                    checkpoints.save(state, force=True)
+                    checkpoints.wait()
+                    logging.warning("%s received: saved step %d in %s; rerun to resume",
+                                    stop.received, done, workdir)
+                    return {"interrupted_at_step": done}
+            if pending is not None:
+                report(*pending)
+        checkpoints.save(state, force=True)
+        summary = {"step": int(jax.device_get(state.step)),
+                   "nonfinite_steps": int(jax.device_get(state.nonfinite_steps)),
+                   "num_devices": int(trainer.mesh.devices.size),
+                   **trainer.evaluate(state)}
+        log.write("test", summary["step"], {k: v for k, v in summary.items() if k != "step"})
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        if t.plots:
+            _end_of_run_plots(trainer, state, workdir, log.path)
+        return summary
+    finally:
+        progress.close()
+        log.close()
+        checkpoints.close()
+
+
+def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
+    """The cheap pictures: test reconstructions (exact, hard-spike sample) and training curves."""
+    images = trainer.test_data.images[:10]
+    model = trainer.model(state)
+    mu, logvar, spike_logit = model.encode(jnp.asarray(images))
+    # The posterior mean code: gamma > 0.5 decides the spike, the slab contributes its mean.
+    code = mu if spike_logit is None else mu * (spike_logit > 0)
+    recon = np.asarray(model.mean_image(code))
+    plot_dir = os.path.join(workdir, "plots")
+    plots.reconstruction_grid(images, recon, os.path.join(plot_dir, "reconstructions.png"),
+                              title="test inputs and reconstructions (spikes: gamma > 0.5)")
+    plots.training_curves(metrics_path, os.path.join(plot_dir, "training_curves.png"))
+
+
+def summarise(summary: dict) -> str:
+    """A short human-readable end-of-run summary."""
+    if "interrupted_at_step" in summary:
+        return f"interrupted at step {summary['interrupted_at_step']}; rerun the same command to resume"
+    lines = [f"step {summary['step']} on {summary['num_devices']} device(s)",
+             f"test exact -ELBO   {summary['exact_neg_elbo']:9.2f} nats "
+             f"(recon {summary['recon']:.2f}, slab KL {summary['slab_kl']:.2f}, "
+             f"spike KL {summary['spike_kl']:.2f})",
+             f"test relaxed -ELBO {summary['relaxed_neg_elbo']:9.2f} nats (leak {summary['leak']:.2f})",
+             f"active dims: expected {summary['expected_active']:.2f}, "
+             f"gamma > 0.5 {summary['active_count']:.2f}"]
+    if summary["nonfinite_steps"]:
+        lines.append(f"non-finite steps skipped: {summary['nonfinite_steps']}")
+    return "\n".join(lines)
