@@ -5,6 +5,8 @@ into ./workdir/default. Rerunning the same command resumes from the newest check
 """
 
 import os
+import re
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -25,10 +27,25 @@ def main(argv):
     sharding.initialize_distributed()
     config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = _WORKDIR.value or os.path.join("workdir", config_name)
-    summary = train.run(_CONFIG.value, workdir)
+    from vscjax.config import ConfigError
+    from vscjax.data import DataError
+
+    try:
+        summary = train.run(_CONFIG.value, workdir)
+    except (ConfigError, DataError, train.NonFiniteLossError) as err:
+        sys.exit(f"train.py: {err}")
     print(train.summarise(summary))
     print(f"outputs in {os.path.abspath(workdir)}")
 
 
+def _parse_flags(argv):
+    """absl flag parsing, with a bad ``--config.key=value`` reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as err:
+        message = re.sub(r"\\?'", "", str(err)).replace("\\n", ": ").replace("\n", ": ")
+        sys.exit(f"train.py: bad flag or config override: {message}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

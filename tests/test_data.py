@@ -226,8 +226,11 @@ def test_resolve_data_dir(monkeypatch):
     monkeypatch.setenv("VSCJAX_DATA_DIR", "/root/data")
     assert data.resolve_data_dir("", "mnist") == "/root/data/mnist"
     monkeypatch.delenv("VSCJAX_DATA_DIR")
-    with pytest.raises(data.DataError, match="VSCJAX_DATA_DIR"):
-        data.resolve_data_dir("", "mnist")
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(data.__file__)))
+    expect = os.path.join(os.path.dirname(checkout), "shared", "data", "mnist")
+    assert data.resolve_data_dir("", "mnist") == expect
+    with pytest.raises(data.DataError, match="IDX data directory not found: /nowhere/mnist"):
+        data.load("idx", "mnist", "test", data_dir="/nowhere/mnist")
 
 
 def test_load_unknown_source():

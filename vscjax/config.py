@@ -19,6 +19,7 @@ from vscjax.objective import SCHEDULE_KINDS
 ALIGN_MODES = ("off",) + alignment.MODES
 NONFINITE_POLICIES = ("skip", "stop")
 SOURCES = ("digits", "idx", "tfds")
+LR_SCHEDULES = ("constant", "cosine")
 # Keys whose change makes a checkpoint unusable: resuming with a different value is refused.
 STATE_DEFINING_PREFIXES = ("model.", "data.source", "data.name", "optimizer.")
 
@@ -61,7 +62,11 @@ def base_config() -> ml_collections.ConfigDict:
         align_mode="off",  # off, pairwise or centroid
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
-        learning_rate=1e-3, b1=0.9, b2=0.999, grad_clip_norm=0.0))  # 0 = no clipping
+        learning_rate=1e-3,
+        lr_schedule="constant",  # constant, or cosine decay to 0 at train.num_steps
+        b1=0.9, b2=0.999,
+        grad_clip_norm=0.0,  # 0 = no clipping
+    ))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=128, num_steps=10_000, log_every=100, eval_every=0,  # 0 = at the end only
         checkpoint_every=1000, max_to_keep=3, eval_batch_size=1000,
@@ -122,6 +127,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_choice("train.nonfinite", t.nonfinite, NONFINITE_POLICIES)
     if config.optimizer.learning_rate <= 0:
         _fail("optimizer.learning_rate", "must be positive")
+    _check_choice("optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -153,7 +153,7 @@ def load_idx(directory: str, split: str, *, num_classes: int | None = None) -> D
     """
     _check_split(split, IDX_PREFIX)
     if not os.path.isdir(directory):
-        raise DataError(f"IDX data directory not found: {directory}")
+        raise DataError(f"IDX data directory not found: {directory} (set the config key data.dir or ${DATA_DIR_ENV})")
     prefix = IDX_PREFIX[split]
     images_path = _find_idx_file(directory, f"{prefix}-images-idx3-ubyte")
     labels_path = _find_idx_file(directory, f"{prefix}-labels-idx1-ubyte")
@@ -223,17 +223,15 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None) -> Dataset:
     return Dataset(images, labels, num_classes, f"{name}/{split}")
 
 
+def default_data_root() -> str:
+    """``$VSCJAX_DATA_DIR``, else ``data/`` beside the checkout (``<checkout>/../shared/data``)."""
+    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.dirname(checkout), "shared", "data")
+
+
 def resolve_data_dir(dir_value: str, name: str) -> str:
-    """The folder of data set ``name``: ``dir_value`` if set, else ``$VSCJAX_DATA_DIR/<name>``."""
-    if dir_value:
-        return dir_value
-    root = os.environ.get(DATA_DIR_ENV)
-    if root:
-        return os.path.join(root, name)
-    raise DataError(
-        f"no data directory for {name!r}: set the data_dir option, or set ${DATA_DIR_ENV} "
-        f"to a folder holding {name}/"
-    )
+    """The folder of data set ``name``: ``dir_value`` if set, else ``<default_data_root()>/<name>``."""
+    return dir_value or os.path.join(default_data_root(), name)
 
 
 def load(source: str, name: str, split: str, *, data_dir: str = "", seed: int = 0) -> Dataset:

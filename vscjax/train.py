@@ -25,7 +25,7 @@ from flax import nnx, struct
 
 from vscjax import data, objective, plots, sharding
 from vscjax.checkpoints import Checkpoints
-from vscjax.config import validate
+from vscjax.config import ConfigError, validate
 from vscjax.models import VSC, build_model
 
 EVAL_KEY_SALT = 0x5EED  # eval noise comes from fold_in(key(seed), this): the same every eval
@@ -44,9 +44,11 @@ class NonFiniteLossError(RuntimeError):
     """Raised under ``train.nonfinite = "stop"`` when a step's loss or gradient is not finite."""
 
 
-def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam, with global-norm clipping first when ``grad_clip_norm > 0``."""
-    adam = optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2)
+def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
+    """Adam (constant or cosine-decayed learning rate), clipped first if ``grad_clip_norm > 0``."""
+    lr = (optax.cosine_decay_schedule(opt.learning_rate, num_steps)
+          if opt.lr_schedule == "cosine" else opt.learning_rate)
+    adam = optax.adam(lr, b1=opt.b1, b2=opt.b2)
     return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam) if opt.grad_clip_norm > 0 else adam
 
 
@@ -72,7 +74,7 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int) -> Callabl
         finite = jnp.isfinite(loss) & jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
         new_state = TrainState(
             params=keep(params, state.params),
@@ -112,13 +114,13 @@ class Trainer:
         self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, seed=config.seed)
         self.test_data = data.load(d.source, d.name, "test", data_dir=d.dir, seed=config.seed)
         if config.train.batch_size > len(self.train_data.labels):
-            raise ValueError(f"config key train.batch_size: {config.train.batch_size} is larger than "
+            raise ConfigError(f"config key train.batch_size: {config.train.batch_size} is larger than "
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
         model = build_model(config.model, self.image_shape, seed=config.seed)
         self.graphdef, params = nnx.split(model)
-        self.tx = make_optimizer(config.optimizer)
+        self.tx = make_optimizer(config.optimizer, config.train.num_steps)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.key = jax.random.key(config.seed)
