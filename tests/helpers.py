@@ -1,32 +1,23 @@
 """Shared helpers of the test suite."""
 
-import importlib.util
 import os
 
 import jax
 import numpy as np
 
+from vscjax.config import load_file
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name: str, **overrides):
-    """configs/<name>.py's config, unlocked long enough to apply dotted ``overrides``."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO_ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split("__")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    """configs/<name>.py's config with overrides written ``train__batch_size=64``."""
+    dotted = {key.replace("__", "."): value for key, value in overrides.items()}
+    return load_file(os.path.join(REPO_ROOT, "configs", f"{name}.py"), dotted)
 
 
 def assert_trees_equal(a, b):
     """Bit-identical pytrees (same structure, same values)."""
-    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert jax.tree.structure(a) == jax.tree.structure(b)
-    for x, y in zip(la, lb):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

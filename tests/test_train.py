@@ -39,6 +39,8 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
     untrained, summary = _train_and_compare(config, tmp_path)
     assert summary["step"] == 40 and np.isfinite(summary["exact_neg_elbo"])
     assert summary["exact_neg_elbo"] < untrained - 5
+    # Default options (straight-through spikes) keep the leak small (bound stated in README).
+    assert abs(summary["leak"]) < 2.0, summary["leak"]
     for name in ("config.json", "metrics.jsonl", "summary.json", "plots/reconstructions.png",
                  "plots/training_curves.png", "checkpoints/40"):
         assert os.path.exists(tmp_path / name), name

@@ -8,7 +8,9 @@ names the key.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 
 import ml_collections
 
@@ -74,6 +76,32 @@ def base_config() -> ml_collections.ConfigDict:
         plots=True,
     ))
     return c
+
+
+def load_file(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """``get_config()`` of a config file, with dotted-key ``overrides`` ({"train.num_steps": 5}).
+
+    A key that does not exist raises ``ConfigError`` naming it.
+    """
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(f"vscjax_config_{name}", path)
+    if spec is None or not os.path.exists(path):
+        raise ConfigError(f"config file not found: {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = config
+        try:
+            for part in parents:
+                node = node[part]
+            node[leaf]  # noqa: B018  (must exist: no new keys)
+        except (KeyError, AttributeError):
+            raise ConfigError(f"config key {dotted} does not exist") from None
+        with node.unlocked():
+            node[leaf] = value
+    return config
 
 
 def _fail(key: str, message: str) -> None:

@@ -174,8 +174,9 @@ class PseudoInputPrior(nnx.Module):
 
     def weights(self, x: jax.Array) -> jax.Array:
         """Normalised selector weights w [B, K] (rows sum to 1)."""
-        s = jax.nn.sigmoid(self.selector(x.reshape(x.shape[0], -1).astype(jnp.float32)))
-        return s / jnp.sum(s, axis=-1, keepdims=True)
+        a = self.selector(x.reshape(x.shape[0], -1).astype(jnp.float32))  # [B, K]
+        # sigmoid(a) / sum_k sigmoid(a_k), normalised in log space: no 0 / 0 when all underflow.
+        return jax.nn.softmax(jax.nn.log_sigmoid(a), axis=-1)
 
 
 # ----------------------------------------------------------------------------- the model
