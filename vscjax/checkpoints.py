@@ -10,6 +10,7 @@ the one before it is used.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -17,7 +18,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from vscjax.config import check_resume_compatible
+from vscjax import state as train_state
+from vscjax.config import base_config, check_resume_compatible
 
 CONFIG_FILE = "config.json"
 
@@ -38,6 +40,18 @@ class Checkpoints:
             os.path.join(self.workdir, "checkpoints"),
             options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True),
         )
+
+    @classmethod
+    def reader(cls, workdir: str) -> "Checkpoints":
+        """Read-only access to a workdir made by ``train.py``: writes nothing, keeps everything."""
+        self = cls.__new__(cls)
+        self.workdir = os.path.abspath(workdir)
+        directory = os.path.join(self.workdir, "checkpoints")
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
+        self.manager = ocp.CheckpointManager(
+            directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        return self
 
     def save(self, state, *, force: bool = False) -> None:
         """Save ``state`` under its step (asynchronously; :meth:`wait` blocks until done)."""
@@ -72,3 +86,41 @@ class Checkpoints:
         """Finish pending saves and release the manager."""
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a workdir was trained with (its ``config.json``)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir} (is it a train.py workdir?)")
+    with open(path) as f:
+        saved = json.load(f)
+    config = base_config()  # keys added since the run keep their defaults
+
+    def merge(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merge(node[key], value)
+            else:
+                node[key] = tuple(value) if isinstance(value, list) else value
+
+    merge(config, saved)
+    return config
+
+
+def load_trained(workdir: str, image_shape):
+    """(config, graphdef, state) of the newest restorable checkpoint in ``workdir``.
+
+    The state is placed on the default device; ``nnx.merge(graphdef, state.params)`` is the model.
+    """
+    config = read_config(workdir)
+    graphdef, init, _ = train_state.initial_state(config, image_shape)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    checkpoints = Checkpoints.reader(workdir)
+    try:
+        state = checkpoints.restore_latest(train_state.abstract(init, device))
+    finally:
+        checkpoints.manager.close()
+    if state is None:
+        raise FileNotFoundError(f"no restorable checkpoint in {workdir}/checkpoints")
+    return config, graphdef, state

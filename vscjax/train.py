@@ -21,35 +21,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import nnx, struct
+from flax import nnx
 
 from vscjax import data, objective, plots, sharding
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
-from vscjax.models import VSC, build_model
+from vscjax.models import VSC
+from vscjax.state import TrainState, abstract, initial_state
 
 EVAL_KEY_SALT = 0x5EED  # eval noise comes from fold_in(key(seed), this): the same every eval
 
 
-class TrainState(struct.PyTreeNode):
-    """Everything a resumed run needs; data position and keys follow from ``step``."""
-
-    params: nnx.State
-    opt_state: optax.OptState
-    step: jax.Array  # int32 scalar: number of updates attempted so far
-    nonfinite_steps: jax.Array  # int32 scalar: steps whose update was skipped
-
-
 class NonFiniteLossError(RuntimeError):
     """Raised under ``train.nonfinite = "stop"`` when a step's loss or gradient is not finite."""
-
-
-def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
-    """Adam (constant or cosine-decayed learning rate), clipped first if ``grad_clip_norm > 0``."""
-    lr = (optax.cosine_decay_schedule(opt.learning_rate, num_steps)
-          if opt.lr_schedule == "cosine" else opt.learning_rate)
-    adam = optax.adam(lr, b1=opt.b1, b2=opt.b2)
-    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam) if opt.grad_clip_norm > 0 else adam
 
 
 def make_train_step(graphdef, tx, objective_config, num_classes: int) -> Callable:
@@ -118,16 +102,11 @@ class Trainer:
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
-        model = build_model(config.model, self.image_shape, seed=config.seed)
-        self.graphdef, params = nnx.split(model)
-        self.tx = make_optimizer(config.optimizer, config.train.num_steps)
+        self.graphdef, state, self.tx = initial_state(config, self.image_shape)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.key = jax.random.key(config.seed)
-        self.initial_state = jax.device_put(
-            TrainState(params=params, opt_state=self.tx.init(params),
-                       step=jnp.int32(0), nonfinite_steps=jnp.int32(0)),
-            self.replicated)
+        self.initial_state = jax.device_put(state, self.replicated)
         self.train_step = jax.jit(
             make_train_step(self.graphdef, self.tx, config.objective, self.num_classes),
             in_shardings=(self.replicated, self.batch_sharding, self.replicated),
@@ -150,9 +129,7 @@ class Trainer:
 
     def abstract_state(self):
         """Shapes, dtypes and shardings of the train state (the restore target)."""
-        return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-            self.initial_state)
+        return abstract(self.initial_state, self.replicated)
 
     def evaluate(self, state: TrainState, dataset: data.Dataset | None = None) -> dict:
         """Exact (hard-spike) and relaxed test negative ELBO, the leak and sparsity, as means.

@@ -1,0 +1,511 @@
+"""Training-step throughput of vscjax against PyTorch (eager and torch.compile), one process.
+
+    python -m benchmarks.throughput --quick                 # L 200, 3200; B 128 (< 3 min on 2 cores)
+    python -m benchmarks.throughput --full                  # L x B x align grid (about an hour on 2 cores)
+    python -m benchmarks.throughput --quick --device gpu    # float32 and bfloat16
+    python -m benchmarks.throughput --from benchmarks/results/cpu.json --readme-table
+
+Contenders, on the same MNIST-shaped random data (28x28x1, 10 classes) already on the device
+and the same initial weights:
+
+* ``vscjax``: the library's own ``vscjax.train.make_train_step`` (forward, backward, Adam,
+  non-finite guard) on the state of ``vscjax.state.initial_state``, jitted with the state
+  donated, as training runs it; mask "relaxed".
+* ``torch eager``: ``benchmarks.torch_reference.make_train_step`` (forward, backward,
+  ``torch.optim.Adam``), the same model, relaxed sample, KL and alignment loss.
+* ``torch.compile``: the same step under ``torch.compile`` (torch splits it at the backward
+  and inside ``optimizer.step``; every piece is compiled).
+
+Timing: the first call (trace, compile and one step) is reported apart as "compile s"; then
+warm-up steps; then repeats of n steps each (n fixed from a calibration step so a repeat lasts
+at least ``min_repeat_s``), each ended by a block on the result (``jax.block_until_ready``;
+``loss.item()``, after ``torch.cuda.synchronize()`` on GPU). "samples/s" is the median over
+repeats, "p90" the slow tail (the samples/s of the 90th-percentile repeat time).
+
+Threads (CPU): the process is pinned to ``--threads`` CPUs (``os.sched_setaffinity``) before
+JAX loads, and torch gets ``torch.set_num_threads``. XLA's CPU client sizes its thread pool
+from the CPUs the process may run on; JAX 0.10.2 has no flag for it (``XLA_FLAGS`` rejects
+``--intra_op_parallelism_threads``, and silently ignores the same word without dashes).
+
+Roofline: FLOPs per sample count the step's matmuls (forward 2 * in * out per layer, backward
+twice the forward); the alignment loss's elementwise work is listed apart (JSD evaluations
+per sample: B * L for pairwise, L for centroid, each some 20 operations with logs, recomputed
+in the backward). The matmul peak is one large jitted matmul (2048^3 on CPU, 8192^3 on GPU).
+
+Outputs: a markdown table on stdout, a JSON file (``--out``) with the device, versions, thread
+count, command line, quiet-check verdict and every measurement, and a PNG plot beside it.
+JAX and torch are imported inside functions: the platform and the CPU set must be fixed
+before they load. Never run with fake host devices: one CPU device is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUIET_TOOL = os.path.join(os.path.dirname(REPO_ROOT), "shared", "tools", "quiet")
+IMAGE_SHAPE, NUM_CLASSES, C_SHARPNESS, ALPHA = (28, 28, 1), 10, 100.0, 0.01
+CONTENDERS = ("vscjax", "torch eager", "torch.compile")
+MIB = 2**20
+
+# Grids: (L, B, align) configurations and the timing schedule of each preset.
+GRIDS = {
+    "smoke": dict(configs=[(16, 16, "off"), (64, 16, "pairwise")], hidden=(32,),
+                  warmup=1, repeats=3, min_repeat_s=0.0, matmul_n={"cpu": 256, "gpu": 1024}),
+    "quick": dict(configs=[(200, 128, "off"), (3200, 128, "off"), (3200, 128, "pairwise")],
+                  hidden=(400,), warmup=2, repeats=5, min_repeat_s=0.3,
+                  matmul_n={"cpu": 2048, "gpu": 8192}),
+    "full": dict(configs=[(latent, batch, align) for latent in (200, 800, 3200, 16384)
+                          for batch in (32, 128, 512) for align in ("off", "centroid", "pairwise")],
+                 hidden=(400,), warmup=3, repeats=10, min_repeat_s=0.5,
+                 matmul_n={"cpu": 2048, "gpu": 8192}),
+}
+# Pairwise work B * B * L above which a configuration is skipped (seconds per step beyond it).
+PAIRWISE_ELEMENT_LIMIT = {"cpu": 2**26, "gpu": 2**32}
+# torch.compile unrolls the pairwise loss's Python loop over row blocks; beyond this many
+# blocks its compile time explodes and the contender is skipped.
+COMPILE_BLOCK_LIMIT = 64
+
+
+# ----------------------------------------------------------------------------- process set-up
+
+
+def configure_process(device: str, threads: int | None) -> int:
+    """Fix the platform and the CPU set before JAX or torch load; returns the thread count."""
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        sys.exit("XLA_FLAGS holds xla_force_host_platform_device_count: never time fake devices")
+    os.environ["JAX_PLATFORMS"] = "cpu" if device == "cpu" else "cuda"
+    if device == "gpu":  # JAX must not take 75% of the GPU: torch runs in the same process
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    cpus = sorted(os.sched_getaffinity(0))
+    threads = threads or len(cpus)
+    if threads > len(cpus):
+        sys.exit(f"--threads {threads}: only {len(cpus)} CPUs are available to this process")
+    os.sched_setaffinity(0, cpus[:threads])  # XLA's pool size follows this set
+    import torch
+
+    torch.set_num_threads(threads)
+    return threads
+
+
+def quiet_check() -> dict:
+    """Verdict of ../shared/tools/quiet (other processes' CPU use), recorded, never fatal."""
+    if not os.path.exists(QUIET_TOOL):
+        return {"ran": False, "quiet": None, "output": f"{QUIET_TOOL} not found"}
+    done = subprocess.run([QUIET_TOOL], capture_output=True, text=True)
+    return {"ran": True, "quiet": done.returncode == 0, "output": (done.stdout + done.stderr).strip()}
+
+
+def device_name(device: str) -> str:
+    """The accelerator's name, or the CPU model."""
+    if device == "gpu":
+        import jax
+
+        return jax.devices()[0].device_kind
+    with open("/proc/cpuinfo") as f:
+        models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return models[0] if models else platform.processor()
+
+
+# ----------------------------------------------------------------------------- work counts
+
+
+def matmul_flops_per_sample(latent: int, hidden: tuple[int, ...]) -> int:
+    """Matmul FLOPs of one training step per sample: 3x the forward (backward = 2x)."""
+    pixels = math.prod(IMAGE_SHAPE)
+    layers = [*zip([pixels, *hidden], [*hidden, 3 * latent]),  # encoder and its heads
+              *zip([latent, *hidden[::-1]], [*hidden[::-1], pixels])]  # decoder
+    return 3 * sum(2 * a * b for a, b in layers)
+
+
+def align_jsd_per_sample(latent: int, batch: int, align: str) -> int:
+    """Bernoulli JSD evaluations per sample of the alignment loss's forward pass."""
+    return {"off": 0, "centroid": latent, "pairwise": batch * latent}[align]
+
+
+def pairwise_blocks(latent: int, batch: int) -> int:
+    """Row blocks of the pairwise loss at the default block size (torch.compile unrolls them)."""
+    from benchmarks.torch_reference import DEFAULT_BLOCK_ELEMENTS, _row_block
+
+    return batch // _row_block(batch, latent, DEFAULT_BLOCK_ELEMENTS)
+
+
+def matmul_peak_gflops(n: int, dtype: str, repeats: int = 5) -> float:
+    """GFLOP/s of one jitted n x n x n matmul in ``dtype``, median over repeats."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype))
+    matmul = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(matmul(a))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(matmul(a))
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+# ----------------------------------------------------------------------------- contenders
+
+
+@dataclass
+class Contender:
+    """A ready-to-run training step: ``step()`` runs one, ``sync(out)`` waits for it."""
+
+    step: Callable[[], object]
+    sync: Callable[[object], None]
+    peak_mib: Callable[[], float | None]  # read after the timing
+
+
+def make_data(batch: int, seed: int = 0):
+    """Random images in [0, 1) [B, 28, 28, 1] float32 and labels [B] int32 (numpy)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(size=(batch, *IMAGE_SHAPE)).astype(np.float32),
+            rng.integers(0, NUM_CLASSES, batch).astype(np.int32))
+
+
+def vscjax_config(latent: int, batch: int, align: str, dtype: str, hidden):
+    """The vscjax config of this benchmark: fixed prior, relaxed mask, constant c and weights."""
+    from vscjax.config import base_config, schedule, validate
+
+    config = base_config()
+    config.model.hidden, config.model.latent_dim, config.model.dtype = tuple(hidden), latent, dtype
+    config.objective.alpha, config.objective.mask = ALPHA, "relaxed"
+    config.objective.c = schedule("constant", C_SHARPNESS)
+    config.objective.align_mode = align
+    config.objective.align_weight = schedule("constant", 1.0)
+    config.train.batch_size = batch
+    validate(config, num_devices=1)
+    return config
+
+
+def vscjax_contender(graphdef, state, tx, config, images, labels) -> Contender:
+    """vscjax.train.make_train_step, jitted with the state donated (compiled on first call)."""
+    import jax
+    import jax.numpy as jnp
+
+    from vscjax.train import make_train_step
+
+    train_step = jax.jit(make_train_step(graphdef, tx, config.objective, NUM_CLASSES), donate_argnums=0)
+    state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
+    batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
+    key = jax.random.key(config.seed)
+    compiled = None
+
+    def step():
+        nonlocal state, compiled
+        if compiled is None:
+            compiled = train_step.lower(state, batch, key).compile()
+        state, metrics = compiled(state, batch, key)
+        return state, metrics
+
+    def peak_mib():
+        m = compiled.memory_analysis()
+        used = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
+        return used / MIB
+
+    return Contender(step, jax.block_until_ready, peak_mib)
+
+
+def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, images, labels,
+                    device: str, compiled: bool) -> Contender:
+    """The torch reference's step, eager or under torch.compile, on ``jax_model``'s weights."""
+    import torch
+
+    from benchmarks import torch_reference as ref
+
+    target = "cuda" if device == "gpu" else "cpu"
+    torch.manual_seed(0)
+    model = ref.copy_weights_from_vscjax(ref.MLPVSC(IMAGE_SHAPE, latent, hidden), jax_model).to(target)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    step = ref.make_train_step(model, optimizer, c=C_SHARPNESS, alpha=ALPHA, align_mode=align,
+                               align_weight=1.0, num_classes=NUM_CLASSES,
+                               autocast_dtype=torch.bfloat16 if dtype == "bfloat16" else None)
+    if compiled:
+        torch.compiler.reset()  # a fresh compile (and no recompile limit across configurations)
+        step = torch.compile(step)
+    x = torch.from_numpy(images).to(target)
+    y = torch.from_numpy(labels).long().to(target)
+
+    def sync(loss):
+        if target == "cuda":
+            torch.cuda.synchronize()
+        loss.item()
+
+    if target == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    peak = (lambda: torch.cuda.max_memory_allocated() / MIB) if target == "cuda" else (lambda: None)
+    return Contender(lambda: step(x, y), sync, peak)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def measure(contender: Contender, *, warmup: int, repeats: int, min_repeat_s: float) -> dict:
+    """First-call time, then seconds per step of each repeat (compile and warm-up left out)."""
+    start = time.perf_counter()
+    contender.sync(contender.step())
+    first_call_s = time.perf_counter() - start
+    for _ in range(warmup):
+        contender.sync(contender.step())
+    start = time.perf_counter()
+    contender.sync(contender.step())
+    steps = max(1, math.ceil(min_repeat_s / (time.perf_counter() - start)))
+    step_s = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = contender.step()
+        contender.sync(out)
+        step_s.append((time.perf_counter() - start) / steps)
+    return dict(first_call_s=first_call_s, steps_per_repeat=steps, step_s=step_s,
+                peak_mib=contender.peak_mib())
+
+
+def _percentile(values, q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def skip_reason(latent: int, batch: int, align: str, contender: str, device: str) -> str | None:
+    """Why a contender is not run at this size (too slow or too long to compile), or None."""
+    if align == "pairwise" and batch * batch * latent > PAIRWISE_ELEMENT_LIMIT[device]:
+        return f"pairwise B*B*L = {batch * batch * latent:.2e} > {PAIRWISE_ELEMENT_LIMIT[device]:.2e} on {device}"
+    if align == "pairwise" and contender == "torch.compile":
+        blocks = pairwise_blocks(latent, batch)
+        if blocks > COMPILE_BLOCK_LIMIT:
+            return f"torch.compile would unroll {blocks} pairwise row blocks (> {COMPILE_BLOCK_LIMIT})"
+    return None
+
+
+def run_configuration(latent, batch, align, dtype, hidden, device, schedule, peaks, contenders,
+                      log) -> tuple[list[dict], list[dict]]:
+    """Measure every contender at one configuration; returns (results, skipped)."""
+    from flax import nnx
+
+    from vscjax.state import initial_state
+
+    images, labels = make_data(batch)
+    config = vscjax_config(latent, batch, align, dtype, hidden)
+    graphdef, state, tx = initial_state(config, IMAGE_SHAPE)  # as vscjax.train.Trainer builds it
+    jax_model = nnx.merge(graphdef, state.params)  # the initial weights of every contender
+    flops = matmul_flops_per_sample(latent, hidden)
+    where = dict(latent=latent, batch=batch, align=align, dtype=dtype)
+    results, skipped = [], []
+    for name in contenders:
+        reason = skip_reason(latent, batch, align, name, device)
+        if reason:
+            skipped.append({**where, "contender": name, "reason": reason})
+            log(f"  {name}: skipped ({reason})")
+            continue
+        if name == "vscjax":
+            contender = vscjax_contender(graphdef, state, tx, config, images, labels)
+        else:
+            contender = torch_contender(jax_model, latent, align, dtype, hidden, images, labels,
+                                        device, compiled=name == "torch.compile")
+        m = measure(contender, **schedule)
+        rate = batch / statistics.median(m["step_s"])
+        results.append({
+            **where, "contender": name, **m,
+            "samples_per_s_median": rate,
+            "samples_per_s_p90": batch / _percentile(m["step_s"], 0.9),
+            "flops_per_sample": flops, "align_jsd_per_sample": align_jsd_per_sample(latent, batch, align),
+            "gflops": flops * rate / 1e9, "peak_fraction": flops * rate / 1e9 / peaks[dtype],
+        })
+        log(f"  {name}: {rate:,.0f} samples/s, first call {m['first_call_s']:.1f} s")
+    for r in results:  # ratios against the torch contenders of the same configuration
+        for other, key in (("torch eager", "ratio_vs_torch_eager"), ("torch.compile", "ratio_vs_torch_compile")):
+            base = [o["samples_per_s_median"] for o in results if o["contender"] == other]
+            r[key] = r["samples_per_s_median"] / base[0] if base else None
+    return results, skipped
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown_table(results: list[dict]) -> str:
+    """The results as a markdown table, one row per configuration and contender."""
+    head = ("| L | B | align | dtype | contender | samples/s median | p90 (slow tail) | compile s "
+            "| peak MiB | GFLOP/s | % of matmul peak | vs torch eager | vs torch.compile |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        rows.append("| " + " | ".join([
+            str(r["latent"]), str(r["batch"]), r["align"], r["dtype"], r["contender"],
+            f"{r['samples_per_s_median']:,.0f}", f"{r['samples_per_s_p90']:,.0f}",
+            f"{r['first_call_s']:.1f}", _fmt(r["peak_mib"], ".0f"), f"{r['gflops']:.1f}",
+            f"{100 * r['peak_fraction']:.1f}", _fmt(r["ratio_vs_torch_eager"], ".2f"),
+            _fmt(r["ratio_vs_torch_compile"], ".2f"),
+        ]) + " |")
+    return "\n".join(rows)
+
+
+def report_text(report: dict) -> str:
+    """The header lines, the table and the notes printed after a run."""
+    peaks = ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in report["matmul_peak_gflops"].items())
+    lines = [f"device: {report['device']} ({report['platform']}), threads: {report['threads']}, "
+             f"jax {report['versions']['jax']}, torch {report['versions']['torch']}",
+             f"quiet check: {report['quiet']['output']}",
+             f"matmul peak: {peaks}", "", markdown_table(report["results"]), ""]
+    lines += [f"skipped: L={s['latent']} B={s['batch']} {s['align']} {s['dtype']} {s['contender']}: "
+              f"{s['reason']}" for s in report["skipped"]]
+    lines += report["notes"]
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: str) -> None:
+    """samples/s against L (log x), one line per contender, one panel per (B, align, dtype)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["batch"], r["align"], r["dtype"]) for r in results})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    for ax, (batch, align, dtype) in zip(axes[0], panels):
+        for name in CONTENDERS:
+            points = sorted((r["latent"], r["samples_per_s_median"]) for r in results
+                            if (r["batch"], r["align"], r["dtype"], r["contender"]) == (batch, align, dtype, name))
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="latent dim L", ylabel="samples/s",
+               title=f"B={batch}, align {align}, {dtype}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    for grid in GRIDS:
+        size.add_argument(f"--{grid}", dest="grid", action="store_const", const=grid,
+                          help=f"the {grid} grid ({len(GRIDS[grid]['configs'])} configurations)")
+    parser.set_defaults(grid="quick")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--out", help="results JSON (default benchmarks/results/<device>.json); "
+                                      "the PNG plot goes beside it")
+    parser.add_argument("--threads", type=int, help="CPU threads of both frameworks (default: all)")
+    parser.add_argument("--latent", type=int, nargs="+", help="override the grid's latent dims")
+    parser.add_argument("--batch", type=int, nargs="+", help="override the grid's batch sizes")
+    parser.add_argument("--align", nargs="+", choices=("off", "centroid", "pairwise"),
+                        help="override the grid's alignment modes")
+    parser.add_argument("--dtype", nargs="+", choices=("float32", "bfloat16"),
+                        help="compute dtypes (default: float32 on CPU, float32 and bfloat16 on GPU)")
+    parser.add_argument("--hidden", type=int, nargs="+", help="MLP hidden sizes (default 400)")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--max-minutes", type=float,
+                        help="start no configuration after this many minutes (the rest is recorded as skipped)")
+    parser.add_argument("--readme-table", action="store_true", help="print the markdown table only")
+    parser.add_argument("--from", dest="from_json", metavar="JSON",
+                        help="print the report of an earlier results file; run nothing")
+    return parser.parse_args(argv)
+
+
+def grid_configurations(args) -> list[tuple[int, int, str]]:
+    """(L, B, align) of the run: the preset's, or the cross product of the overrides."""
+    preset = GRIDS[args.grid]["configs"]
+    if not (args.latent or args.batch or args.align):
+        return preset
+    pick = lambda given, i: given or sorted({c[i] for c in preset})  # noqa: E731
+    return [(latent, batch, align) for latent in pick(args.latent, 0)
+            for batch in pick(args.batch, 1) for align in pick(args.align, 2)]
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+        print(markdown_table(report["results"]) if args.readme_table else report_text(report))
+        return
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    threads = configure_process(args.device, args.threads)
+    quiet = quiet_check()  # before anything of ours is busy
+    log(f"quiet check: {quiet['output']}")
+
+    import jax
+    import torch
+
+    if args.device == "cpu":
+        assert jax.device_count() == 1, f"expected one CPU device, got {jax.device_count()}"
+    elif not torch.cuda.is_available() or jax.default_backend() != "gpu":
+        sys.exit("--device gpu needs jax[cuda] and a CUDA build of torch seeing a GPU")
+    grid = GRIDS[args.grid]
+    hidden = tuple(args.hidden or grid["hidden"])
+    dtypes = args.dtype or (["float32"] if args.device == "cpu" else ["float32", "bfloat16"])
+    if "bfloat16" in dtypes and args.device == "gpu" and not torch.cuda.is_bf16_supported():
+        sys.exit("this GPU does not support bfloat16; pass --dtype float32")
+    out = args.out or os.path.join(REPO_ROOT, "benchmarks", "results", f"{args.device}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+
+    n = grid["matmul_n"][args.device]
+    peaks = {dtype: matmul_peak_gflops(n, dtype) for dtype in dtypes}
+    log(f"matmul peak ({n}^3): " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))
+    schedule = {k: grid[k] for k in ("warmup", "repeats", "min_repeat_s")}
+    results, skipped = [], []
+    began = time.perf_counter()
+    for latent, batch, align in grid_configurations(args):
+        for dtype in dtypes:
+            where = dict(latent=latent, batch=batch, align=align, dtype=dtype)
+            if args.max_minutes and time.perf_counter() - began > 60 * args.max_minutes:
+                skipped += [{**where, "contender": c, "reason": "time budget (--max-minutes) spent"}
+                            for c in args.contenders]
+                continue
+            log(f"L={latent} B={batch} align={align} {dtype}")
+            r, s = run_configuration(latent, batch, align, dtype, hidden, args.device, schedule,
+                                     peaks, args.contenders, log)
+            results += r
+            skipped += s
+
+    report = {
+        "device": device_name(args.device), "platform": args.device, "threads": threads,
+        "versions": {"jax": jax.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "command": shlex.join([sys.executable, "-m", "benchmarks.throughput", *sys.argv[1:]]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "quiet": quiet, "grid": args.grid, "hidden": list(hidden), "image_shape": list(IMAGE_SHAPE),
+        "num_classes": NUM_CLASSES, "schedule": schedule,
+        "matmul_peak_gflops": peaks, "matmul_peak_n": n, "results": results, "skipped": skipped,
+        "notes": [
+            "FLOPs: the step's matmuls only (forward 2*in*out per layer, backward 2x forward); "
+            "align_jsd_per_sample in the JSON counts the alignment loss's JSD evaluations apart.",
+            "compile s: the first call (trace, compile, one step); torch eager's is its first step.",
+            "peak MiB: vscjax from XLA's memory analysis (arguments + outputs - donated + temporaries); "
+            "torch: torch.cuda.max_memory_allocated on GPU, n/a on CPU.",
+            "vscjax's step also runs its non-finite guard and grad-norm metric (elementwise, small).",
+        ],
+        "wall_s": time.perf_counter() - began,
+    }
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    if results:
+        plot(results, os.path.splitext(out)[0] + ".png")
+    print(markdown_table(results) if args.readme_table else report_text(report))
+    log(f"wrote {out} and {os.path.splitext(out)[0]}.png")
+
+
+if __name__ == "__main__":
+    main()
