@@ -1,9 +1,12 @@
 """Training-step throughput of vscjax against PyTorch (eager and torch.compile), one process.
 
-    python -m benchmarks.throughput --quick                 # L 200, 3200; B 128 (< 3 min on 2 cores)
-    python -m benchmarks.throughput --full                  # L x B x align grid (about an hour on 2 cores)
-    python -m benchmarks.throughput --quick --device gpu    # float32 and bfloat16
+    python -m benchmarks.throughput --smoke --out /tmp/bench/cpu.json   # 2 tiny configurations
+    python -m benchmarks.throughput --quick     # L 200, 3200; B 128 (sized for < 3 min on 2 cores)
+    python -m benchmarks.throughput --full      # L x B x align (sized for about an hour on 2 cores)
+    benchmarks/gpu.sh                           # --device gpu, float32 and bfloat16, ~10 minutes
     python -m benchmarks.throughput --from benchmarks/results/cpu.json --readme-table
+
+The run times above are estimates from the sizes, not measurements.
 
 Contenders, on the same MNIST-shaped random data (28x28x1, 10 classes) already on the device
 and the same initial weights:
@@ -21,6 +24,9 @@ warm-up steps; then repeats of n steps each (n fixed from a calibration step so 
 at least ``min_repeat_s``), each ended by a block on the result (``jax.block_until_ready``;
 ``loss.item()``, after ``torch.cuda.synchronize()`` on GPU). "samples/s" is the median over
 repeats, "p90" the slow tail (the samples/s of the 90th-percentile repeat time).
+
+float32 on GPU means TF32 matmuls in both frameworks (JAX's default there; torch is set to
+match with ``torch.set_float32_matmul_precision("high")``).
 
 Threads (CPU): the process is pinned to ``--threads`` CPUs (``os.sched_setaffinity``) before
 JAX loads, and torch gets ``torch.set_num_threads``. XLA's CPU client sizes its thread pool
@@ -97,6 +103,8 @@ def configure_process(device: str, threads: int | None) -> int:
     import torch
 
     torch.set_num_threads(threads)
+    if device == "gpu":  # float32 matmuls on TF32 tensor cores, as JAX does by default on GPU
+        torch.set_float32_matmul_precision("high")
     return threads
 
 
@@ -137,9 +145,9 @@ def align_jsd_per_sample(latent: int, batch: int, align: str) -> int:
 
 def pairwise_blocks(latent: int, batch: int) -> int:
     """Row blocks of the pairwise loss at the default block size (torch.compile unrolls them)."""
-    from benchmarks.torch_reference import DEFAULT_BLOCK_ELEMENTS, _row_block
+    from benchmarks.torch_reference import DEFAULT_BLOCK_ELEMENTS, row_block
 
-    return batch // _row_block(batch, latent, DEFAULT_BLOCK_ELEMENTS)
+    return batch // row_block(batch, latent, DEFAULT_BLOCK_ELEMENTS)
 
 
 def matmul_peak_gflops(n: int, dtype: str, repeats: int = 5) -> float:
@@ -216,8 +224,8 @@ def vscjax_contender(graphdef, state, tx, config, images, labels) -> Contender:
 
     def peak_mib():
         m = compiled.memory_analysis()
-        used = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes
-        return used / MIB
+        live = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+        return (live + m.temp_size_in_bytes) / MIB
 
     return Contender(step, jax.block_until_ready, peak_mib)
 
@@ -285,7 +293,8 @@ def _percentile(values, q: float) -> float:
 def skip_reason(latent: int, batch: int, align: str, contender: str, device: str) -> str | None:
     """Why a contender is not run at this size (too slow or too long to compile), or None."""
     if align == "pairwise" and batch * batch * latent > PAIRWISE_ELEMENT_LIMIT[device]:
-        return f"pairwise B*B*L = {batch * batch * latent:.2e} > {PAIRWISE_ELEMENT_LIMIT[device]:.2e} on {device}"
+        limit = PAIRWISE_ELEMENT_LIMIT[device]
+        return f"pairwise B*B*L = {batch * batch * latent:.2e} > {limit:.2e} on {device}"
     if align == "pairwise" and contender == "torch.compile":
         blocks = pairwise_blocks(latent, batch)
         if blocks > COMPILE_BLOCK_LIMIT:
@@ -328,8 +337,10 @@ def run_configuration(latent, batch, align, dtype, hidden, device, schedule, pea
             "gflops": flops * rate / 1e9, "peak_fraction": flops * rate / 1e9 / peaks[dtype],
         })
         log(f"  {name}: {rate:,.0f} samples/s, first call {m['first_call_s']:.1f} s")
+        del contender  # frees its model and optimizer before the next one's peak is taken
     for r in results:  # ratios against the torch contenders of the same configuration
-        for other, key in (("torch eager", "ratio_vs_torch_eager"), ("torch.compile", "ratio_vs_torch_compile")):
+        for other, key in (("torch eager", "ratio_vs_torch_eager"),
+                           ("torch.compile", "ratio_vs_torch_compile")):
             base = [o["samples_per_s_median"] for o in results if o["contender"] == other]
             r[key] = r["samples_per_s_median"] / base[0] if base else None
     return results, skipped
@@ -383,7 +394,8 @@ def plot(results: list[dict], path: str) -> None:
     for ax, (batch, align, dtype) in zip(axes[0], panels):
         for name in CONTENDERS:
             points = sorted((r["latent"], r["samples_per_s_median"]) for r in results
-                            if (r["batch"], r["align"], r["dtype"], r["contender"]) == (batch, align, dtype, name))
+                            if (r["batch"], r["align"], r["dtype"]) == (batch, align, dtype)
+                            and r["contender"] == name)
             if points:
                 ax.plot(*zip(*points), marker="o", label=name)
         ax.set(xscale="log", yscale="log", xlabel="latent dim L", ylabel="samples/s",
@@ -418,7 +430,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, nargs="+", help="MLP hidden sizes (default 400)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     parser.add_argument("--max-minutes", type=float,
-                        help="start no configuration after this many minutes (the rest is recorded as skipped)")
+                        help="start no configuration after this many minutes (the rest: skipped)")
     parser.add_argument("--readme-table", action="store_true", help="print the markdown table only")
     parser.add_argument("--from", dest="from_json", metavar="JSON",
                         help="print the report of an earlier results file; run nothing")
@@ -483,7 +495,8 @@ def main(argv=None) -> None:
 
     report = {
         "device": device_name(args.device), "platform": args.device, "threads": threads,
-        "versions": {"jax": jax.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"jax": jax.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
         "command": shlex.join([sys.executable, "-m", "benchmarks.throughput", *sys.argv[1:]]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "quiet": quiet, "grid": args.grid, "hidden": list(hidden), "image_shape": list(IMAGE_SHAPE),
@@ -492,19 +505,24 @@ def main(argv=None) -> None:
         "notes": [
             "FLOPs: the step's matmuls only (forward 2*in*out per layer, backward 2x forward); "
             "align_jsd_per_sample in the JSON counts the alignment loss's JSD evaluations apart.",
-            "compile s: the first call (trace, compile, one step); torch eager's is its first step.",
+            "compile s: the first call (trace, compile, one step); torch eager's is its first step; "
+            "torch.compile reuses inductor's on-disk cache, so a rerun of the same shapes compiles faster.",
             "peak MiB: vscjax from XLA's memory analysis (arguments + outputs - donated + temporaries); "
-            "torch: torch.cuda.max_memory_allocated on GPU, n/a on CPU.",
+            "torch: torch.cuda.max_memory_allocated on GPU (cuBLAS workspaces included), n/a on CPU.",
             "vscjax's step also runs its non-finite guard and grad-norm metric (elementwise, small).",
-        ],
+        ] + (["float32 on GPU: both frameworks run matmuls on TF32 tensor cores (JAX's default "
+              "precision; torch.set_float32_matmul_precision('high')), the matmul peak too."]
+             if args.device == "gpu" else []),
         "wall_s": time.perf_counter() - began,
     }
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
+    written = [out]
     if results:
-        plot(results, os.path.splitext(out)[0] + ".png")
+        written.append(os.path.splitext(out)[0] + ".png")
+        plot(results, written[-1])
     print(markdown_table(results) if args.readme_table else report_text(report))
-    log(f"wrote {out} and {os.path.splitext(out)[0]}.png")
+    log("wrote " + " and ".join(written))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def _centroid_loss(spike_logit, labels, num_classes: int) -> torch.Tensor:
     return torch.sum(weight * jsd.sum(-1)) / weight.sum().clamp_min(1.0)
 
 
-def _row_block(batch: int, latent: int, max_block_elements: int) -> int:
+def row_block(batch: int, latent: int, max_block_elements: int) -> int:
     """Largest divisor r of batch with r * batch * latent <= max_block_elements (at least 1)."""
     limit = max(1, max_block_elements // max(1, batch * latent))
     return max(r for r in range(1, min(batch, limit) + 1) if batch % r == 0)
@@ -174,7 +174,7 @@ def _pairwise_loss(spike_logit, labels, num_classes: int, max_block_elements: in
     p, p_bar, h_p = _bernoulli_stats(spike_logit)  # [B, L] each
     index = torch.arange(batch, device=labels.device)
     pairs = (labels[:, None] == labels[None, :]) & (index[:, None] < index[None, :])  # [B, B]: a < b
-    r = _row_block(batch, latent, max_block_elements)
+    r = row_block(batch, latent, max_block_elements)
     total = p.new_zeros(batch)  # [B]
     for start in range(0, batch, r):
         rows = slice(start, start + r)

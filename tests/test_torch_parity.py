@@ -5,22 +5,18 @@ JAX loss is composed from the library's pieces (encode -> sample_from_noise -> r
 NLL -> spike_slab.kl -> class_alignment_loss), the torch one is benchmarks.torch_reference.
 """
 
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import REPO_ROOT
 from vscjax import alignment, spike_slab
 from vscjax.models import VSC
 
 torch = pytest.importorskip(
-    "torch", reason="PyTorch is not installed; the bench/test extra installs the CPU build "
-                    "(pip install -e '.[test]')")
-sys.path.insert(0, REPO_ROOT)  # benchmarks/ is not part of the installed package
+    "torch", reason="PyTorch is not installed; the bench/test extras install it "
+                    "(pip install -e '.[test]'; the CPU build is enough)")
 from benchmarks import torch_reference as ref  # noqa: E402  (needs torch)
 
 IMAGE_SHAPE, HIDDEN, LATENT, BATCH, NUM_CLASSES = (8, 8, 1), (32,), 12, 16, 4
@@ -51,7 +47,8 @@ def _jax_loss(model, x, labels, eta, eps, mode):
     z = spike_slab.sample_from_noise(eta, eps, mu, logvar, spike_logit, c=C, mask="relaxed")
     loss = jnp.mean(model.reconstruction_nll(z, x) + spike_slab.kl(mu, logvar, spike_logit, alpha=ALPHA))
     if mode != "off":
-        loss = loss + ALIGN_WEIGHT * alignment.class_alignment_loss(spike_logit, labels, NUM_CLASSES, mode=mode)
+        align = alignment.class_alignment_loss(spike_logit, labels, NUM_CLASSES, mode=mode)
+        loss = loss + ALIGN_WEIGHT * align
     return loss
 
 

@@ -2,14 +2,19 @@
 
 A checkpoint holds the whole train state (parameters, optimizer state, step, count of skipped
 non-finite steps). The data position and the step's random key are pure functions of
-``(seed, step)``, so the step restores both. Orbax writes each checkpoint to a temporary
-folder and renames it when complete, so a run killed during a save leaves the previous
-checkpoints intact; a checkpoint that still fails to restore is skipped with a warning and
-the one before it is used.
+``(seed, step)``, so the step restores both.
+
+Safety: orbax writes each checkpoint to a temporary folder and renames it when complete, so a
+run killed during a save leaves the previous checkpoints intact. Once a save is on disk we
+add ``checksums.json`` (sha256 of every file) to its folder. On restore, a checkpoint whose
+files do not match their checksums (garbled or truncated), or that orbax cannot read, is
+moved to ``<workdir>/corrupt_checkpoints/`` with a warning naming it, and the one before it is
+used; nothing good is ever overwritten.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +27,44 @@ from vscjax import state as train_state
 from vscjax.config import base_config, check_resume_compatible
 
 CONFIG_FILE = "config.json"
+CHECKSUMS_FILE = "checksums.json"
+CORRUPT_DIR = "corrupt_checkpoints"
+
+
+def _file_checksums(folder: str) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (but the checksum file), by relative path."""
+    sums = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, folder)
+            if rel.startswith(CHECKSUMS_FILE):  # the checksums and their temporary file
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            sums[rel] = digest.hexdigest()
+    return sums
+
+
+def verify_checksums(folder: str) -> str | None:
+    """None if ``folder``'s files match its checksums (or it has none), else what is wrong."""
+    path = os.path.join(folder, CHECKSUMS_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            expected = json.load(f)
+    except (OSError, ValueError) as err:
+        return f"unreadable {CHECKSUMS_FILE} ({err})"
+    actual = _file_checksums(folder)
+    for rel, digest in expected.items():
+        if rel not in actual:
+            return f"file {rel} is missing"
+        if actual[rel] != digest:
+            return f"file {rel} does not match its checksum"
+    return None
 
 
 class Checkpoints:
@@ -36,6 +79,8 @@ class Checkpoints:
                 check_resume_compatible(f.read(), config)
         with open(config_path, "w") as f:
             f.write(config.to_json(indent=2))
+        self.read_only = False
+        self._unsealed = None
         self.manager = ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"),
             options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True),
@@ -46,6 +91,8 @@ class Checkpoints:
         """Read-only access to a workdir made by ``train.py``: writes nothing, keeps everything."""
         self = cls.__new__(cls)
         self.workdir = os.path.abspath(workdir)
+        self.read_only = True
+        self._unsealed = None
         directory = os.path.join(self.workdir, "checkpoints")
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
@@ -56,8 +103,28 @@ class Checkpoints:
     def save(self, state, *, force: bool = False) -> None:
         """Save ``state`` under its step (asynchronously; :meth:`wait` blocks until done)."""
         step = int(jax.device_get(state.step))
-        if step not in self.manager.all_steps():
-            self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        if step in self.manager.all_steps():
+            return
+        self.wait()
+        self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        self._unsealed = step
+
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(str(self.manager.directory), str(step))
+
+    def _quarantine(self, step: int, reason: str) -> None:
+        """Move a bad checkpoint out of the way (kept for inspection), with a warning."""
+        target_root = os.path.join(self.workdir, CORRUPT_DIR)
+        os.makedirs(target_root, exist_ok=True)
+        target = os.path.join(target_root, f"{step}")
+        suffix = 0
+        while os.path.exists(target):
+            suffix += 1
+            target = os.path.join(target_root, f"{step}.{suffix}")
+        os.rename(self._step_dir(step), target)
+        self.manager.reload()
+        logging.warning("checkpoint %s is corrupt (%s); moved to %s, using the one before it",
+                        self._step_dir(step), reason, target)
 
     def restore_latest(self, abstract_state):
         """The newest restorable state, or None if there is none.
@@ -66,12 +133,17 @@ class Checkpoints:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with shardings, the target.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
-                return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-            except Exception as err:  # noqa: BLE001  any unreadable checkpoint: fall back
-                logging.warning("checkpoint at step %d in %s cannot be restored (%s: %s); "
-                                "trying the one before it", step, self.manager.directory,
-                                type(err).__name__, str(err).splitlines()[0][:200])
+            problem = verify_checksums(self._step_dir(step))
+            if problem is None:
+                try:
+                    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                except Exception as err:  # noqa: BLE001  any unreadable checkpoint: fall back
+                    problem = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            if self.read_only:
+                logging.warning("checkpoint %s is corrupt (%s); using the one before it",
+                                self._step_dir(step), problem)
+            else:
+                self._quarantine(step, problem)
         return None
 
     def latest_step(self) -> int | None:
@@ -79,12 +151,21 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def wait(self) -> None:
-        """Block until pending saves are on disk."""
+        """Block until pending saves are on disk, then seal them with their checksums."""
         self.manager.wait_until_finished()
+        if self._unsealed is not None and os.path.isdir(self._step_dir(self._unsealed)):
+            folder = self._step_dir(self._unsealed)
+            sums = _file_checksums(folder)
+            tmp = os.path.join(folder, CHECKSUMS_FILE + ".tmp")
+            with open(tmp, "w") as f:
+                json.dump(sums, f, indent=0)
+            os.replace(tmp, os.path.join(folder, CHECKSUMS_FILE))
+        self._unsealed = None
 
     def close(self) -> None:
         """Finish pending saves and release the manager."""
-        self.manager.wait_until_finished()
+        if not self.read_only:
+            self.wait()
         self.manager.close()
 
 

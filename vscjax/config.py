@@ -99,8 +99,11 @@ def load_file(path: str, overrides: dict | None = None) -> ml_collections.Config
             node[leaf]  # noqa: B018  (must exist: no new keys)
         except (KeyError, AttributeError):
             raise ConfigError(f"config key {dotted} does not exist") from None
-        with node.unlocked():
-            node[leaf] = value
+        try:
+            with node.unlocked():
+                node[leaf] = value
+        except TypeError as err:
+            raise ConfigError(f"config key {dotted}: {err}") from None
     return config
 
 

@@ -159,10 +159,24 @@ class Trainer:
 class MetricsLog:
     """Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files."""
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, resume_step: int = 0):
+        """Open the log; records a resumed run will write again (step >= resume_step) are dropped."""
         from tensorboardX import SummaryWriter
 
         self.path = os.path.join(workdir, "metrics.jsonl")
+        kept = []
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line cut by a kill
+                        continue
+                    if record["step"] < resume_step or (record["split"] == "test" and record["step"] == resume_step):
+                        kept.append(line if line.endswith("\n") else line + "\n")
+        with open(self.path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(self.path + ".tmp", self.path)
         self.file = open(self.path, "a")
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -220,7 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     start = int(jax.device_get(state.step))
     if restored is not None:
         logging.info("resuming from step %d in %s", start, workdir)
-    log = MetricsLog(workdir)
+    log = MetricsLog(workdir, start)
     batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
                                   sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
     progress = tqdm(total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
