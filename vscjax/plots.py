@@ -1,10 +1,13 @@
-"""Pictures of a trained model: reconstructions and training curves (matplotlib, PNG).
+"""Pictures of a trained model (matplotlib, PNG): reconstructions, training curves, latent
+traversals, per-class activation heatmaps and the class overlap matrix.
 
-Rendered with the non-interactive Agg backend, so no display is needed.
+Rendered with the non-interactive Agg backend, so no display is needed. Every picture is saved
+at ``DPI`` dots per inch; each function's docstring gives its size in pixels.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -13,6 +16,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+DPI = 100
+TRAVERSAL_OFFSETS = np.linspace(-3.0, 3.0, 7)  # latent units: +-3 standard deviations of the prior slab
+TRAVERSAL_CELL_PX = 28  # height and width of one decoded image in latent_traversals
+TRAVERSAL_LABEL_PX = 140  # left margin for the row labels
+TRAVERSAL_RIGHT_PX = 6  # right margin
+TRAVERSAL_HEADER_PX = 60  # top margin for the title and the column labels
+HEATMAP_PX = (640, 320)  # class_activation_heatmap: width, height
+OVERLAP_PX = (460, 400)  # class_overlap_matrix: width, height
+MAX_LABELLED_CLASSES = 30  # more classes than this: no class tick labels
+MAX_ANNOTATED_CLASSES = 12  # more classes than this: no numbers written in the overlap matrix
+MAX_LABELLED_DIMS = 40  # more dimensions than this: no dimension tick labels in the heatmap
 
 
 def _as_rgb_or_grey(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -30,9 +46,11 @@ def reconstruction_grid(images: np.ndarray, reconstructions: np.ndarray, path: s
     Args:
       images, reconstructions: [N, H, W, C] in [0, 1].
       path: the PNG to write.
+
+    Size: 90 N by 200 pixels.
     """
     n = len(images)
-    fig, axes = plt.subplots(2, n, figsize=(0.9 * n, 2.0), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=_figsize(90 * n, 200), squeeze=False)
     for row, batch in enumerate((images, reconstructions)):
         for i in range(n):
             picture, cmap = _as_rgb_or_grey(batch[i])
@@ -52,11 +70,14 @@ def read_metrics(jsonl_path: str) -> list[dict]:
 
 
 def training_curves(jsonl_path: str, path: str) -> str:
-    """Save the training loss and the test exact / relaxed negative ELBO against the step."""
+    """Save the training loss and the test exact / relaxed negative ELBO against the step.
+
+    Size: 500 by 320 pixels.
+    """
     records = read_metrics(jsonl_path)
     train = [r for r in records if r.get("split") == "train"]
     test = [r for r in records if r.get("split") == "test"]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=_figsize(500, 320))
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
     if test:
         steps = [r["step"] for r in test]
@@ -69,9 +90,146 @@ def training_curves(jsonl_path: str, path: str) -> str:
     return _save(fig, path)
 
 
-def _save(fig, path: str) -> str:
+# ----------------------------------------------------------------------------- latent space
+
+
+def latent_traversals(decode, codes: np.ndarray, dims: np.ndarray, centres: np.ndarray, path: str,
+                      *, row_labels, offsets: np.ndarray = TRAVERSAL_OFFSETS, title: str = "") -> str:
+    """Save one row per (code, dimension): the decoded image as one dimension sweeps a range.
+
+    Row r decodes ``codes[r]`` with dimension ``dims[r]`` set to ``centres[r] + offsets[t]`` in
+    column t: the spike of that dimension is forced on (a non-zero value), every other
+    dimension keeps its value.
+
+    Args:
+      decode: latent codes [M, L] -> mean images [M, H, W, C] in [0, 1] (``model.mean_image``).
+      codes: [R, L] the base code of each row (e.g. an exemplar's posterior mean code).
+      dims: [R] the dimension each row sweeps.
+      centres: [R] the centre of each sweep (e.g. the exemplar's slab mean of that dimension).
+      path: the PNG to write.
+      row_labels: R strings.
+      offsets: [T] added to the centre, in latent units (the prior slab has unit variance).
+      title: a title above the grid.
+
+    Size: ``TRAVERSAL_LABEL_PX + T * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX`` by
+    ``TRAVERSAL_HEADER_PX + R * TRAVERSAL_CELL_PX`` pixels.
+    """
+    codes = np.asarray(codes, np.float32)  # [R, L]
+    offsets = np.asarray(offsets, np.float32)  # [T]
+    rows, cols = len(codes), len(offsets)
+    swept = np.repeat(codes[:, None, :], cols, axis=1)  # [R, T, L]
+    swept[np.arange(rows), :, np.asarray(dims)] = np.asarray(centres)[:, None] + offsets  # [R, T]
+    images = np.asarray(decode(swept.reshape(rows * cols, -1)))  # [R * T, H, W, C]
+    mosaic, cmap = _as_rgb_or_grey(_mosaic(images.reshape(rows, cols, *images.shape[1:])))
+    width = TRAVERSAL_LABEL_PX + cols * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX
+    height = TRAVERSAL_HEADER_PX + rows * TRAVERSAL_CELL_PX
+    fig = plt.figure(figsize=_figsize(width, height))
+    # The axes fill the figure but for the margins: [left, bottom, width, height] as fractions.
+    ax = fig.add_axes([TRAVERSAL_LABEL_PX / width, 0.0, cols * TRAVERSAL_CELL_PX / width,
+                       1.0 - TRAVERSAL_HEADER_PX / height])
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    cell_h, cell_w = images.shape[1] + 1, images.shape[2] + 1  # image and its 1-pixel gap
+    ax.set_yticks(np.arange(rows) * cell_h + cell_h / 2 - 1, list(row_labels), fontsize=6)
+    ax.set_xticks(np.arange(cols) * cell_w + cell_w / 2 - 1,
+                  [f"{o:+g}" if o else "0" for o in offsets], fontsize=6)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    if title:
+        fig.suptitle(title, fontsize=7, y=1 - 4 / height, va="top")
+    return _save(fig, path, tight=False)
+
+
+def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,
+                             min_freq: float = 0.1) -> str:
+    """Save the per-class activation frequency F [C, L] as a classes x dimensions heatmap.
+
+    Only dimensions with ``F >= min_freq`` for some class are drawn, ordered by hierarchical
+    clustering (average linkage) of their F columns, so dimensions active for the same
+    classes sit together. Size: ``HEATMAP_PX`` pixels.
+    """
+    freq = np.asarray(freq, np.float64)  # [C, L]
+    kept = np.flatnonzero(freq.max(axis=0) >= min_freq)
+    kept = kept[_cluster_order(freq[:, kept].T)]
+    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
+    if not len(kept):
+        ax.text(0.5, 0.5, f"no dimension is active (gamma > 0.5) in a fraction >= {min_freq:g}\n"
+                "of the samples of any class", ha="center", va="center", fontsize=8)
+        ax.axis("off")
+        return _save(fig, path)
+    image = ax.imshow(freq[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
+    _class_ticks(ax.set_yticks, freq.shape[0], class_names)
+    if len(kept) <= MAX_LABELLED_DIMS:
+        ax.set_xticks(np.arange(len(kept)), [str(j) for j in kept], fontsize=5, rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(f"{len(kept)} of {freq.shape[1]} dimensions (F >= {min_freq:g} for some class; "
+                  "clustered)", fontsize=7)
+    ax.set_title("fraction of each class's samples with gamma_j > 0.5", fontsize=8)
+    return _save(fig, path)
+
+
+def class_overlap_matrix(overlap: np.ndarray, path: str, *, class_names=None,
+                         title: str = "class overlap") -> str:
+    """Save a symmetric [C, C] overlap matrix with values in [0, 1] (numbers written for
+    ``MAX_ANNOTATED_CLASSES`` classes or fewer). Size: ``OVERLAP_PX`` pixels."""
+    overlap = np.asarray(overlap, np.float64)  # [C, C]
+    num_classes = len(overlap)
+    fig, ax = plt.subplots(figsize=_figsize(*OVERLAP_PX))
+    image = ax.imshow(overlap, vmin=0, vmax=1, cmap="magma", interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
+    _class_ticks(ax.set_xticks, num_classes, class_names)
+    _class_ticks(ax.set_yticks, num_classes, class_names)
+    if num_classes <= MAX_ANNOTATED_CLASSES:
+        for (a, b), value in np.ndenumerate(overlap):
+            ax.text(b, a, f"{value:.2f}", ha="center", va="center", fontsize=5,
+                    color="black" if value > 0.6 else "white")
+    ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _mosaic(grid: np.ndarray) -> np.ndarray:
+    """Images [R, T, H, W, C] -> one picture [R (H + 1) - 1, T (W + 1) - 1, C], 1-pixel white gaps."""
+    padded = np.pad(grid, ((0, 0), (0, 0), (0, 1), (0, 1), (0, 0)), constant_values=1.0)
+    rows, cols, height, width, channels = padded.shape
+    picture = padded.transpose(0, 2, 1, 3, 4).reshape(rows * height, cols * width, channels)
+    return picture[:-1, :-1]
+
+
+def _cluster_order(points: np.ndarray) -> np.ndarray:
+    """Leaf order of an average-linkage clustering of points [M, D]: [M] indices."""
+    if len(points) < 2:
+        return np.arange(len(points))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    return leaves_list(linkage(points, method="average"))
+
+
+def _class_ticks(set_ticks, num_classes: int, class_names) -> None:
+    """Class names (default: the class indices) as ticks, or none for many classes."""
+    if num_classes > MAX_LABELLED_CLASSES:
+        set_ticks([])
+        return
+    names = class_names if class_names is not None else [str(c) for c in range(num_classes)]
+    set_ticks(np.arange(num_classes), list(names), fontsize=6)
+
+
+def _figsize(width_px: int, height_px: int) -> tuple[float, float]:
+    """Inches giving exactly this many pixels at ``DPI`` (matplotlib truncates, so add half a pixel)."""
+    return (width_px + 0.5) / DPI, (height_px + 0.5) / DPI
+
+
+def _save(fig, path: str, *, tight: bool = True) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    if tight:
+        fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
+    # A 256-colour palette: files half the size of matplotlib's RGBA ones, no visible change.
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
     return path

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -237,8 +238,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     log = MetricsLog(workdir, start)
     batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
                                   sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
+    interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
     progress = tqdm(total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                    disable=start >= t.num_steps)
+                    mininterval=0.1 if interactive else 30.0, disable=start >= t.num_steps)
     pending = None  # (step, metrics on device) of the previous step: read one step late
     tick, tick_step = time.perf_counter(), start
 
