@@ -211,3 +211,54 @@ def test_pairwise_memory_grows_as_b_times_l_not_b_b_l():
     assert large < 2.5 * small, (small, large)
     # One [B, B, L] float32 array at B=512 would be 1 GiB; we stay under 1/10 of it.
     assert large < 512 * 512 * latent * 4 / 10, large
+
+
+# ----------------------------------------------------------------------------- class-major blocks
+
+
+def _class_major_batch(seed, num_classes, per_class, latent):
+    rng = np.random.default_rng(seed)
+    logit = rng.normal(0, 3, (num_classes * per_class, latent)).astype(np.float32)
+    return logit, np.repeat(np.arange(num_classes), per_class).astype(np.int32)
+
+
+@pytest.mark.parametrize("max_block_elements", [1, 5 * 4 * 4 * 3, 10**9])
+@pytest.mark.parametrize("per_class", [1, 2, 4])
+def test_class_major_pairwise_equals_brute_force(max_block_elements, per_class):
+    logit, labels = _class_major_batch(per_class, 5, per_class, 11)
+    got = alignment.class_alignment_loss(logit, labels, 5, mode="pairwise", class_major=True,
+                                         max_block_elements=max_block_elements)
+    np.testing.assert_allclose(got, _pairwise_numpy(logit, labels, 5), rtol=1e-4, atol=1e-7)
+
+
+def test_class_major_gradient_equals_general_path():
+    logit, labels = _class_major_batch(0, 4, 3, 9)
+    grad = lambda **kw: jax.grad(lambda s: alignment.class_alignment_loss(s, labels, 4, mode="pairwise", **kw))(logit)  # noqa: E731
+    np.testing.assert_allclose(grad(class_major=True, max_block_elements=20), grad(), rtol=1e-5, atol=1e-8)
+
+
+def test_class_major_masks_invalid_labels_under_jit_and_rejects_other_layouts_eagerly():
+    logit, labels = _class_major_batch(1, 3, 4, 6)
+    with pytest.raises(ValueError, match="class-major order"):
+        alignment.class_alignment_loss(logit, labels[::-1].copy(), 3, mode="pairwise", class_major=True)
+    with pytest.raises(ValueError, match="divisible by the 3 classes"):
+        alignment.class_alignment_loss(logit[:11], labels[:11], 3, mode="pairwise", class_major=True)
+    bad = labels.copy()
+    bad[4:8] = 7  # class 1's block is out of range: an empty class under jit
+    jitted = jax.jit(lambda s, y: alignment.class_alignment_loss(s, y, 3, mode="pairwise", class_major=True))
+    keep = np.r_[0:4, 8:12]
+    np.testing.assert_allclose(jitted(logit, bad), _pairwise_numpy(logit[keep], labels[keep], 3), rtol=1e-4)
+
+
+def test_class_major_sharded_equals_single_device():
+    from vscjax import sharding
+
+    logit, labels = _class_major_batch(2, 4, 8, 10)
+    f = jax.jit(jax.value_and_grad(lambda s, y: alignment.class_alignment_loss(
+        s, y, 4, mode="pairwise", class_major=True, max_block_elements=500)))
+    value, grad = f(logit, labels)
+    for explicit in (False, True):
+        mesh = sharding.make_data_mesh(explicit=explicit)
+        v8, g8 = f(*sharding.shard_batch((logit, labels), mesh))
+        np.testing.assert_allclose(v8, value, rtol=1e-5)
+        np.testing.assert_allclose(g8, grad, rtol=1e-5, atol=1e-9)

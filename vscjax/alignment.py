@@ -192,12 +192,60 @@ def _pairwise_loss(spike_logit, labels, num_classes, max_block_elements):
     return jnp.sum(acc) / jnp.maximum(num_pairs, 1.0)
 
 
+def _check_class_major(labels, num_classes: int) -> None:
+    batch = labels.shape[0]
+    if batch % num_classes:
+        raise ValueError(f"class_major needs a batch divisible by the {num_classes} classes, got {batch}")
+    try:
+        host_labels = np.asarray(labels)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return  # traced: trusted (the class-balanced sampler makes this layout)
+    expected = np.repeat(np.arange(num_classes), batch // num_classes)
+    if not np.array_equal(host_labels, expected):
+        raise ValueError("class_major expects labels [0]*m + [1]*m + ... (a class-balanced batch "
+                         "in class-major order, as data.BatchSampler(balanced=True) makes)")
+
+
+def _pairwise_class_blocks(spike_logit, labels, num_classes, max_block_elements):
+    """Pairwise loss of a class-major balanced batch: only pairs inside each class's block.
+
+    The batch is viewed as [C, m, L] (m = B / C) and the loss is accumulated over chunks of
+    dimensions: B * m * L work instead of B * B * L, and O(B * L) memory in both passes.
+    """
+    batch, latent = spike_logit.shape
+    m = batch // num_classes
+    stats = _bernoulli_stats(_replicate(spike_logit))  # gamma, 1 - gamma, H: [B, L] each
+    chunk = max(1, min(latent, max_block_elements // max(1, num_classes * m * m)))
+    pad = -latent % chunk
+    # Padding with gamma = 0 (1 - gamma = 1, H = 0) adds an exact zero JSD.
+    chunks = tuple(
+        jnp.moveaxis(
+            jnp.pad(t, ((0, 0), (0, pad)), constant_values=fill).reshape(num_classes, m, -1, chunk),
+            2, 0)
+        for t, fill in zip(stats, (0.0, 1.0, 0.0))
+    )  # [(L + pad) / chunk, C, m, chunk] each
+    cls = _replicate(jnp.where((labels >= 0) & (labels < num_classes), labels, -1)).reshape(num_classes, m)
+    upper = jnp.triu(jnp.ones((m, m), bool), k=1)  # [m, m]: each pair a < b once
+    pair = (cls[:, :, None] == cls[:, None, :]) & (cls[:, :, None] >= 0) & upper  # [C, m, m]
+
+    @jax.checkpoint  # recompute the [C, m, m, chunk] block in the backward pass
+    def accumulate(total, part):
+        cp, cp_bar, ch = part  # [C, m, chunk] each
+        jsd = _jsd(cp[:, :, None], cp_bar[:, :, None], ch[:, :, None],
+                   cp[:, None], cp_bar[:, None], ch[:, None])  # [C, m, m, chunk]
+        return total + jnp.sum(jnp.where(pair, jnp.sum(jsd, axis=-1), 0.0)), None
+
+    total, _ = jax.lax.scan(accumulate, jnp.zeros((), jnp.float32), chunks)
+    return total / jnp.maximum(jnp.sum(pair).astype(jnp.float32), 1.0)
+
+
 def class_alignment_loss(
     spike_logit: jax.Array,
     labels: jax.Array,
     num_classes: int,
     *,
     mode: str = "centroid",
+    class_major: bool = False,
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
 ) -> jax.Array:
     """Class-aware alignment loss over the global batch (see the module docstring).
@@ -208,9 +256,14 @@ def class_alignment_loss(
       num_classes: C, the number of classes.
       mode: "pairwise" (mean over same-class pairs of sum_j JSD) or "centroid" (mean JSD of
         each sample to its class's mean spike probability).
-      max_block_elements: pairwise only; the most elements of one [rows, B, L] block. The
-        pairwise loss never builds a [B, B, L] array: it scans over row blocks, so its peak
-        extra memory is O(B * L + B * B) in the forward and the backward pass.
+      class_major: pairwise only; the batch is class-balanced in class-major order (labels
+        ``[0]*m + [1]*m + ...``, as ``data.BatchSampler(balanced=True)`` makes), so only the
+        pairs inside each class's block are compared: B * B * L / C work. Checked when the
+        labels are concrete; under jit, pairs across blocks are not counted.
+      max_block_elements: pairwise only; the most elements of one block ([rows, B, L], or
+        [C, m, m, dims] with class_major). The pairwise loss never builds a [B, B, L] array:
+        it scans over blocks, so its peak extra memory is O(B * L + B * B) in the forward
+        and the backward pass.
 
     Returns:
       A float32 scalar, >= 0 and <= L log 2.
@@ -218,4 +271,7 @@ def class_alignment_loss(
     _check_inputs(spike_logit, labels, num_classes, mode)
     if mode == "centroid":
         return _centroid_loss(spike_logit, labels, num_classes)
+    if class_major:
+        _check_class_major(labels, num_classes)
+        return _pairwise_class_blocks(spike_logit, labels, num_classes, max_block_elements)
     return _pairwise_loss(spike_logit, labels, num_classes, max_block_elements)

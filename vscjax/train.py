@@ -30,7 +30,6 @@ from vscjax.config import ConfigError, validate
 from vscjax.models import VSC
 from vscjax.state import TrainState, abstract, initial_state
 
-EVAL_KEY_SALT = 0x5EED  # eval noise comes from fold_in(key(seed), this): the same every eval
 
 
 class NonFiniteLossError(RuntimeError):
@@ -139,7 +138,7 @@ class Trainer:
         """
         dataset = self.test_data if dataset is None else dataset
         n, size = len(dataset.labels), self.config.train.eval_batch_size
-        key = jax.random.fold_in(self.key, EVAL_KEY_SALT)
+        key = objective.eval_key(self.config.seed)
         totals = None
         for i, start in enumerate(range(0, n, size)):
             images = dataset.images[start:start + size]

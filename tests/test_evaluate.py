@@ -1,0 +1,267 @@
+"""Evaluation metrics on hand-built codes with known answers, and evaluate on a trained workdir."""
+
+import json
+import os
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from helpers import load_config
+from vscjax import evaluate, objective, spike_slab
+from vscjax.checkpoints import Checkpoints
+from vscjax.models import VSC
+from vscjax.state import initial_state
+
+# ----------------------------------------------------------------------------- Jaccard
+
+
+def test_soft_jaccard_by_hand():
+    # min: 0.5 + 0.5 + 0 = 1; max: 1 + 0.5 + 0.5 = 2.
+    assert evaluate.soft_jaccard([1.0, 0.5, 0.0], [0.5, 0.5, 0.5]) == pytest.approx(0.5)
+    # Active sets {0, 1} and {1, 2}: one shared of three.
+    assert evaluate.soft_jaccard([True, True, False], [False, True, True]) == pytest.approx(1 / 3)
+    assert evaluate.soft_jaccard([0.0, 0.0], [0.0, 0.0]) == 1.0  # both empty
+
+
+def _block_codes(num_classes=3, per_class=4, dims_per_class=2):
+    """Every sample of class c has the active set {2c, 2c + 1}: [N, L] bool, [N] labels."""
+    labels = np.repeat(np.arange(num_classes), per_class)
+    active = np.zeros((len(labels), num_classes * dims_per_class), bool)
+    for i, c in enumerate(labels):
+        active[i, c * dims_per_class:(c + 1) * dims_per_class] = True
+    return active, labels
+
+
+def test_identical_sets_within_and_disjoint_sets_across_classes():
+    active, labels = _block_codes()
+    got = evaluate.jaccard_pairs(active, labels)
+    assert got["all_pairs"]
+    assert got["same"] == 1.0 and got["different"] == 0.0
+    assert got["same_pairs"] == 3 * 6 and got["different_pairs"] == 66 - 18  # C(4,2) per class
+    assert got["ratio"] is None  # same / 0
+
+
+def test_pairs_with_both_sets_empty_count_as_one():
+    active = np.array([[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0]], bool)
+    labels = np.array([0, 0, 1, 1])
+    got = evaluate.jaccard_pairs(active, labels)
+    # Same-class pairs: (0, 1) both empty -> 1; (2, 3) {0} vs {} -> 0.
+    assert got["same"] == 0.5 and got["same_both_empty"] == 0.5
+    # Different-class pairs: (0,2) 0, (0,3) 1, (1,2) 0, (1,3) 1.
+    assert got["different"] == 0.5 and got["ratio"] == 1.0
+
+
+def test_soft_jaccard_pairs_by_hand():
+    gamma = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    labels = np.array([0, 0, 1])
+    got = evaluate.jaccard_pairs(gamma, labels)
+    same = (0.6 + 0.1) / (0.9 + 0.4)
+    different = np.mean([(0.2 + 0.1) / (0.9 + 0.8), (0.2 + 0.4) / (0.6 + 0.8)])
+    assert got["same"] == pytest.approx(same)
+    assert got["different"] == pytest.approx(different)
+    assert got["ratio"] == pytest.approx(same / different)
+
+
+def test_sampled_pairs_are_of_the_right_kind():
+    active, labels = _block_codes(num_classes=5, per_class=30)
+    got = evaluate.jaccard_pairs(active, labels, num_pairs=3000, all_pairs_limit=0)
+    assert not got["all_pairs"] and got["same_pairs"] == got["different_pairs"] == 3000
+    assert got["same"] == 1.0 and got["different"] == 0.0  # every pair landed in its kind
+
+
+def test_sampled_pairs_estimate_the_all_pairs_means():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    # Class-dependent activation rates, so same- and different-class means differ.
+    rates = rng.uniform(0.1, 0.9, (4, 30))
+    active = rng.random((400, 30)) < rates[labels]
+    exact = evaluate.jaccard_pairs(active, labels)
+    sampled = evaluate.jaccard_pairs(active, labels, num_pairs=20_000, seed=1, all_pairs_limit=0)
+    assert sampled["same"] == pytest.approx(exact["same"], abs=0.01)
+    assert sampled["different"] == pytest.approx(exact["different"], abs=0.01)
+    again = evaluate.jaccard_pairs(active, labels, num_pairs=20_000, seed=1, all_pairs_limit=0)
+    assert again == sampled  # seeded
+
+
+# ----------------------------------------------------------------------------- class activation
+
+
+def _constructed_gamma():
+    """C=3 classes of 4 samples, L=6: the activation pattern of each dimension is by design."""
+    labels = np.repeat(np.arange(3), 4)
+    active = np.zeros((12, 6), bool)
+    active[:, 0] = True  # dim 0: every sample -> global
+    active[labels == 0, 1] = True  # dim 1: class 0 only -> specific to 0
+    active[[4, 5], 2] = True  # dim 2: half of class 1 (F = 0.5 counts) -> specific to 1
+    active[(labels == 0) | (labels == 2), 3] = True  # dim 3: classes 0 and 2 -> neither
+    active[8, 5] = True  # dim 5: a quarter of class 2 -> not frequent
+    gamma = np.where(active, 0.9, 0.2)  # dim 4: never active
+    return gamma, labels
+
+
+def test_activation_frequency_global_and_specific_dimensions():
+    gamma, labels = _constructed_gamma()
+    freq = evaluate.activation_frequency(gamma, labels, 3)
+    np.testing.assert_allclose(freq, [[1, 1, 0, 1, 0, 0],
+                                      [1, 0, 0.5, 0, 0, 0],
+                                      [1, 0, 0, 1, 0, 0.25]])
+    got = evaluate.shared_and_specific(freq)
+    assert got["global_dims"] == [0] and got["num_global"] == 1
+    assert got["specific_dims"] == [[1], [2], []]
+    assert got["specific_count"] == [1, 1, 0] and got["num_specific"] == 2
+
+
+def test_activation_frequency_needs_every_class():
+    with pytest.raises(ValueError, match=r"classes \[1\]"):
+        evaluate.activation_frequency(np.ones((3, 2)), np.array([0, 0, 2]), 3)
+
+
+def test_class_overlap_is_symmetric_with_ones_on_the_diagonal():
+    freq = np.array([[1.0, 0.5, 0.0], [0.5, 0.5, 1.0], [0.0, 0.0, 0.0], [0.3, 0.0, 0.7]])
+    overlap = evaluate.class_overlap(freq)
+    np.testing.assert_allclose(overlap, overlap.T)
+    np.testing.assert_allclose(np.diag(overlap), 1.0)  # an all-zero row too, by convention
+    assert overlap[0, 1] == pytest.approx((0.5 + 0.5 + 0.0) / (1.0 + 0.5 + 1.0))
+    assert overlap[0, 2] == 0.0
+
+
+# ----------------------------------------------------------------------------- linear probe
+
+
+def test_linear_probe_separable_codes_score_one():
+    rng = np.random.default_rng(0)
+    def codes(n):
+        labels = rng.integers(0, 5, n)
+        return np.eye(5)[labels] * 3 + 0.1 * rng.normal(size=(n, 5)), labels
+    got = evaluate.linear_probe(*codes(300), *codes(300))
+    assert got["accuracy"] >= 0.99 and got["converged"]
+
+
+def test_linear_probe_random_codes_score_chance():
+    rng = np.random.default_rng(0)
+    train_codes, test_codes = rng.normal(size=(500, 20)), rng.normal(size=(2000, 20))
+    got = evaluate.linear_probe(train_codes, rng.integers(0, 10, 500), test_codes,
+                                rng.integers(0, 10, 2000))
+    assert 0.05 < got["accuracy"] < 0.15  # chance is 0.1
+
+
+# ----------------------------------------------------------------------------- importance sampling
+
+
+@pytest.mark.parametrize("spikes", [True, False])
+def test_log_prior_over_posterior_is_a_density_ratio(spikes):
+    """Under q: E[p / q] = 1 (both are normalised on the mixed measure), E[log p / q] = -KL."""
+    mu, logvar = jnp.array([0.5, -1.0]), jnp.array([0.2, -0.3])  # q wider than N(0, 1/2)
+    logit = jnp.array([1.0, -0.5]) if spikes else None
+    n, alpha = 400_000, 0.3
+    if spikes:
+        z = spike_slab.sample(jax.random.key(0), jnp.broadcast_to(mu, (n, 2)), logvar, logit,
+                              c=1.0, mask="hard")
+        kl = spike_slab.kl(mu, logvar, logit, alpha=alpha)
+    else:
+        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.key(0), (n, 2))
+        kl = spike_slab.gaussian_kl(mu, logvar)
+    log_ratio = np.asarray(evaluate.log_prior_over_posterior(z, mu, logvar, logit, alpha))  # [n]
+    assert np.mean(np.exp(log_ratio)) == pytest.approx(1.0, abs=0.02)
+    assert np.mean(log_ratio) == pytest.approx(-float(kl), abs=0.02)
+
+
+def test_iw_bound_is_below_the_elbo_and_tightens():
+    graphdef, params = nnx.split(VSC((8, 8, 1), 6, hidden=(16,), rngs=nnx.Rngs(params=0)))
+    x = jnp.asarray(np.random.default_rng(0).random((8, 8, 8, 1)) > 0.5, jnp.float32)
+
+    @jax.jit
+    def bounds(params, keys):  # mean exact -ELBO, mean K=1 bound (one per key), K=256 bound
+        model = nnx.merge(graphdef, params)
+        elbo = jax.vmap(lambda k: objective.eval_terms(model, x, k, c=100.0, alpha=0.2)["exact"])(keys)
+
+        def iw(k, num):
+            return evaluate.iw_neg_log_likelihood(model, x, k, alpha=0.2, num_samples=num)
+
+        return jnp.mean(elbo), jnp.mean(jax.vmap(lambda k: iw(k, 1))(keys)), jnp.mean(iw(keys[0], 256))
+
+    elbo, one, many = bounds(params, jax.random.split(jax.random.key(1), 256))
+    assert float(one) == pytest.approx(float(elbo), rel=0.01)  # K = 1 is the ELBO in expectation
+    assert float(many) < float(elbo) - 0.1
+
+
+def test_iw_bound_refuses_the_pseudo_input_prior():
+    pseudo_input_model = types.SimpleNamespace(prior=object())  # the check comes first
+    with pytest.raises(ValueError, match="fixed prior"):
+        evaluate.iw_neg_log_likelihood(pseudo_input_model, None, None, alpha=0.1, num_samples=2)
+
+
+# ----------------------------------------------------------------------------- workdirs
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    """A workdir of a 10-step tiny training run (plots off)."""
+    from vscjax import train
+
+    workdir = tmp_path_factory.mktemp("trained")
+    train.run(load_config("tiny", train__num_steps=10), str(workdir))
+    return workdir
+
+
+EXPECTED_KEYS = {"workdir", "step", "split", "data", "num_examples", "num_classes", "model", "elbo",
+                 "sparsity", "class_consistency", "class_activation", "linear_probe", "notes",
+                 "plots"}
+
+
+def test_evaluate_a_trained_workdir(trained_workdir):
+    results = evaluate.evaluate_workdir(str(trained_workdir), iw_samples=4)
+    saved = json.load(open(trained_workdir / "eval.json"))
+    assert set(saved) == EXPECTED_KEYS and saved["step"] == 10
+    summary = json.load(open(trained_workdir / "summary.json"))
+    e = saved["elbo"]
+    # The trainer's evaluation noise: the same numbers as summary.json.
+    for ours, theirs in [("exact_neg_elbo", "exact_neg_elbo"), ("relaxed_neg_elbo", "relaxed_neg_elbo"),
+                         ("recon", "recon"), ("slab_kl", "slab_kl"), ("spike_kl", "spike_kl")]:
+        assert e[ours] == pytest.approx(summary[theirs], rel=1e-4, abs=1e-3), ours
+    assert e["leak"] == pytest.approx(e["exact_neg_elbo"] - e["relaxed_neg_elbo"], abs=1e-4)
+    assert np.isfinite(e["iw_nll"]) and e["iw_samples"] == 4
+    assert saved["sparsity"]["leak"] == saved["class_consistency"]["leak"] == e["leak"]
+    assert np.array(saved["class_activation"]["frequency"]).shape == (10, 16)
+    assert np.array(saved["class_activation"]["overlap"]).shape == (10, 10)
+    assert saved["class_consistency"]["jaccard"]["all_pairs"]
+    assert 0.0 <= saved["linear_probe"]["accuracy"] <= 1.0
+    assert saved["linear_probe"]["train_examples"] == 1437  # all of the digits' training split
+    for name in ("latent_traversals.png", "class_activation.png", "class_overlap.png"):
+        assert os.path.getsize(trained_workdir / "plots" / name) > 1000, name
+    assert saved == json.loads(json.dumps(results))
+
+
+def test_cli_prints_the_table(trained_workdir, capsys):
+    evaluate.main(["--workdir", str(trained_workdir), "--no-plots", "--probe-train", "200"])
+    out = capsys.readouterr().out
+    for words in ("exact -ELBO", "relaxed -ELBO", "leak", "expected active dims", "jaccard",
+                  "global dims", "Linear probe on gamma * mu (200 training images)"):
+        assert words in out, words
+
+
+def test_cli_names_a_missing_workdir(tmp_path):
+    with pytest.raises(SystemExit, match="no config.json"):
+        evaluate.main(["--workdir", str(tmp_path)])
+
+
+def test_plain_vae_treats_every_dimension_as_active(tmp_path):
+    """An untrained Gaussian-prior checkpoint (no training needed): spike parts are null."""
+    config = load_config("tiny", model__prior="gaussian", objective__align_mode="off")
+    _, state, _ = initial_state(config, (8, 8, 1))
+    checkpoints = Checkpoints(str(tmp_path), config)
+    checkpoints.save(state, force=True)
+    checkpoints.close()
+    results = evaluate.evaluate_workdir(str(tmp_path), probe_train=200, iw_samples=2)
+    e = results["elbo"]
+    assert e["spike_kl"] is e["leak"] is e["relaxed_neg_elbo"] is None and np.isfinite(e["iw_nll"])
+    assert results["sparsity"]["expected_active"] == results["sparsity"]["active_count"] == 16
+    assert results["class_consistency"] is None and results["class_activation"] is None
+    assert results["linear_probe"]["code"] == "mu"
+    assert [os.path.basename(p) for p in results["plots"]] == ["latent_traversals.png"]
+    assert "plain VAE" in results["notes"][0]
+    assert "n/a" in evaluate.format_report(results)

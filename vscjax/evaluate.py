@@ -1,0 +1,601 @@
+"""Evaluate a trained workdir: exact ELBO and leak, sparsity, class consistency, linear probe.
+
+    python -m vscjax.evaluate --workdir W [--split test] [--probe-train 5000] [--pairs 20000]
+                              [--iw-samples 0] [--no-plots]
+
+Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
+default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
+and draws pictures into ``W/plots/``. The words follow DESIGN.md, "Metrics":
+
+* **ELBO**: exact negative ELBO (hard spikes) split into recon, slab KL, spike KL (and the
+  sparsity term of the pseudo-input prior); the relaxed one at the training c (the final value
+  of the c schedule); leak = exact - relaxed. The noise is a fixed function of the config's
+  seed, the same as the trainer's evaluation, so these match ``summary.json``.
+* **sparsity**: expected active dims (mean of sum_j gamma_j), active count (mean #{gamma_j > 0.5}).
+* **class consistency**: Jaccard of active sets A = {j: gamma_j > 0.5} (1 when both are empty)
+  and soft Jaccard sum_j min / sum_j max of gamma, means over same-class and different-class
+  pairs, and their ratio (:func:`jaccard_pairs` says which pairs).
+* **class activation**: F[c, j], the fraction of class c's samples with gamma_j > 0.5; global
+  and class-specific dimensions; the class overlap matrix (:func:`class_overlap`).
+* **linear probe**: logistic regression on gamma * mu of seeded training images.
+
+Sparsity and class-consistency numbers are stated beside the leak: with a large leak the
+model hides information in dimensions whose spikes are off, and those numbers mean little.
+A plain VAE (Gaussian prior) has no spikes: every dimension counts as active (gamma = 1), the
+spike-only parts are null in eval.json and marked "n/a" in the table, and the probe reads mu.
+
+The metric functions are pure functions of numpy arrays. This module uses the models, the
+math, the data and the checkpoints, never the training loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vscjax import checkpoints, data, objective, plots, spike_slab
+
+ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
+FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
+PROBE_KEY_SALT = 0xB0BE  # seeds the choice of the probe's training images
+LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this (DESIGN.md)
+ALL_PAIRS_LIMIT = 2_000_000  # jaccard_pairs scores every pair up to this many, else samples
+PAIR_CHUNK_ELEMENTS = 1 << 22  # pairs x L values held at once while scoring pairs
+OVERLAP_DEFINITION = "soft Jaccard of class activation frequencies: sum_j min(F_a, F_b) / sum_j max(F_a, F_b)"
+
+
+# ----------------------------------------------------------------------------- metrics on codes
+
+
+def soft_jaccard(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """sum_j min(u_j, v_j) / sum_j max(u_j, v_j) over the last axis, 1 where both are all zero.
+
+    On boolean active sets this is the Jaccard |A & B| / |A | B|; on gamma the soft Jaccard.
+    ``u`` and ``v`` ([..., L], values >= 0) broadcast against each other; returns [...].
+    """
+    u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+    inter = np.minimum(u, v).sum(axis=-1)
+    union = np.maximum(u, v).sum(axis=-1)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 1.0)
+
+
+def jaccard_pairs(active: np.ndarray, labels: np.ndarray, *, num_pairs: int = 20_000, seed: int = 0,
+                  all_pairs_limit: int = ALL_PAIRS_LIMIT) -> dict:
+    """Mean :func:`soft_jaccard` over same-class pairs and over different-class pairs.
+
+    Pass boolean active sets (gamma > 0.5) for the Jaccard, gamma for the soft Jaccard.
+    Pairs: every unordered pair of samples when there are at most ``all_pairs_limit`` of them;
+    otherwise ``num_pairs`` pairs of each kind, drawn i.i.d. uniformly from the pairs of that
+    kind with ``default_rng(seed)``. Memory: ``PAIR_CHUNK_ELEMENTS`` values at a time.
+
+    Args:
+      active: [N, L] values in [0, 1].
+      labels: [N] class labels.
+
+    Returns:
+      dict: same, different (means; None without pairs of the kind), ratio (same / different;
+      None when undefined), same_pairs, different_pairs (pairs scored), same_both_empty,
+      different_both_empty (fractions of those pairs with both rows zero, which score 1),
+      all_pairs (bool).
+    """
+    values = np.asarray(active, np.float32)  # [N, L]
+    labels = np.asarray(labels)
+    n = len(labels)
+    exhaustive = n * (n - 1) // 2 <= all_pairs_limit
+    if exhaustive:
+        a, b = np.triu_indices(n, 1)
+        same = labels[a] == labels[b]
+        pairs = {"same": (a[same], b[same]), "different": (a[~same], b[~same])}
+    else:
+        rng = np.random.default_rng(seed)
+        pairs = {"same": _sample_same_class_pairs(labels, num_pairs, rng),
+                 "different": _sample_different_class_pairs(labels, num_pairs, rng)}
+    empty = ~values.any(axis=1)  # [N]
+    out = {"all_pairs": exhaustive}
+    for kind, (a, b) in pairs.items():
+        scores = _pair_scores(values, a, b)  # [P]
+        out[kind] = float(scores.mean()) if len(scores) else None
+        out[f"{kind}_pairs"] = len(scores)
+        out[f"{kind}_both_empty"] = float(np.mean(empty[a] & empty[b])) if len(scores) else None
+    out["ratio"] = out["same"] / out["different"] if out["same"] is not None and out["different"] else None
+    return out
+
+
+def _pair_scores(values: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """soft_jaccard(values[a[p]], values[b[p]]) for every pair p, in memory-bounded chunks: [P]."""
+    chunk = max(1, PAIR_CHUNK_ELEMENTS // max(values.shape[1], 1))
+    scores = np.empty(len(a))
+    for s in range(0, len(a), chunk):
+        scores[s:s + chunk] = soft_jaccard(values[a[s:s + chunk]], values[b[s:s + chunk]])
+    return scores
+
+
+def _class_blocks(labels: np.ndarray):
+    """(order, inverse, starts, counts): samples sorted by class; class k of the sorted unique
+    labels is ``order[starts[k]:starts[k] + counts[k]]``; ``inverse`` [N] is each sample's k."""
+    order = np.argsort(labels, kind="stable")
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return order, inverse, starts, counts
+
+
+def _sample_same_class_pairs(labels, num, rng):
+    """``num`` pairs (a, b), a != b, uniform over same-class pairs: ([num], [num]) indices."""
+    order, _, starts, counts = _class_blocks(labels)
+    weights = counts * (counts - 1.0)  # ordered pairs within each class
+    if not weights.sum():
+        return np.zeros(0, int), np.zeros(0, int)
+    k = rng.choice(len(counts), num, p=weights / weights.sum())
+    i = rng.integers(0, counts[k])
+    j = rng.integers(0, counts[k] - 1)
+    j = j + (j >= i)  # a second, different member of the class
+    return order[starts[k] + i], order[starts[k] + j]
+
+
+def _sample_different_class_pairs(labels, num, rng):
+    """``num`` pairs (a, b) uniform over pairs of different classes: ([num], [num]) indices."""
+    order, inverse, starts, counts = _class_blocks(labels)
+    others = len(labels) - counts[inverse]  # [N] samples of the other classes
+    if not others.sum():
+        return np.zeros(0, int), np.zeros(0, int)
+    a = rng.choice(len(labels), num, p=others / others.sum())
+    k = rng.integers(0, others[a])  # position among the other classes' samples
+    block = inverse[a]
+    return a, order[np.where(k < starts[block], k, k + counts[block])]
+
+
+def activation_frequency(gamma: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """F[c, j] = fraction of the samples of class c with gamma_j > 0.5: [C, L].
+
+    Args:
+      gamma: [N, L] spike probabilities.
+      labels: [N] in [0, num_classes); every class needs at least one sample.
+    """
+    active = np.asarray(gamma) > ACTIVE_THRESHOLD  # [N, L]
+    labels = np.asarray(labels)
+    missing = [c for c in range(num_classes) if not np.any(labels == c)]
+    if missing:
+        raise ValueError(f"classes {missing} have no samples; activation frequencies need every class")
+    return np.stack([active[labels == c].mean(axis=0) for c in range(num_classes)])  # [C, L]
+
+
+def shared_and_specific(freq: np.ndarray) -> dict:
+    """Global and class-specific dimensions of an activation frequency matrix F [C, L].
+
+    A dimension is global if F[c, j] >= 0.5 for every class, class-specific if for exactly one.
+
+    Returns:
+      dict: global_dims (list), specific_dims (one list per class), specific_count (per class),
+      num_global, num_specific.
+    """
+    frequent = np.asarray(freq) >= FREQUENT  # [C, L]
+    num_classes = frequent.shape[0]
+    classes_per_dim = frequent.sum(axis=0)  # [L]
+    specific = classes_per_dim == 1
+    owner = np.argmax(frequent, axis=0)  # [L] the (first) class a dimension is frequent in
+    specific_dims = [np.flatnonzero(specific & (owner == c)).tolist() for c in range(num_classes)]
+    global_dims = np.flatnonzero(classes_per_dim == num_classes).tolist()
+    return dict(global_dims=global_dims, specific_dims=specific_dims,
+                specific_count=[len(d) for d in specific_dims],
+                num_global=len(global_dims), num_specific=int(specific.sum()))
+
+
+def class_overlap(freq: np.ndarray) -> np.ndarray:
+    """Class-by-class overlap: soft Jaccard of the classes' activation frequencies, [C, C].
+
+    overlap[a, b] = sum_j min(F[a, j], F[b, j]) / sum_j max(F[a, j], F[b, j]) (1 when both rows
+    are zero): symmetric, ones on the diagonal, 0 for classes whose active dimensions never
+    coincide, and free of the 0.5 threshold that defines frequent dimensions.
+    """
+    freq = np.asarray(freq, np.float64)  # [C, L]
+    return np.stack([soft_jaccard(row, freq) for row in freq])  # [C, C]
+
+
+def linear_probe(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: np.ndarray,
+                 test_labels: np.ndarray, *, max_iter: int = 2000) -> dict:
+    """Multinomial logistic regression (scikit-learn, standardised features) on latent codes.
+
+    Args:
+      train_codes, test_codes: [N, L] features (gamma * mu for VSC, mu for a VAE).
+      train_labels, test_labels: [N] class labels.
+      max_iter: L-BFGS iterations.
+
+    Returns:
+      dict: accuracy (test), train_accuracy, converged (L-BFGS stopped before max_iter).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as converged=False
+        probe.fit(train_codes, train_labels)
+    return dict(accuracy=float(probe.score(test_codes, test_labels)),
+                train_accuracy=float(probe.score(train_codes, train_labels)),
+                converged=bool(np.max(probe[-1].n_iter_) < max_iter))
+
+
+# ----------------------------------------------------------------------------- importance sampling
+
+
+def log_prior_over_posterior(z, mu, logvar, spike_logit, alpha) -> jax.Array:
+    """log p(z) - log q(z | x), summed over L, for a hard-spike sample z [..., L].
+
+    Densities are with respect to the mixed measure (an atom at 0 plus Lebesgue) on each
+    dimension: z_j = 0 (spike off) has mass 1 - gamma_j under q and 1 - alpha under the fixed
+    prior; z_j != 0 has density gamma_j N(z_j; mu_j, sigma_j^2) under q and alpha N(z_j; 0, 1)
+    under the prior. ``spike_logit`` None: the plain VAE, q Gaussian and p = N(0, I).
+    """
+    def log_normal(value, mean, log_variance):
+        return -0.5 * (math.log(2 * math.pi) + log_variance
+                       + jnp.square(value - mean) * jnp.exp(-log_variance))
+
+    slab = log_normal(z, 0.0, 0.0) - log_normal(z, mu, logvar)  # [..., L]
+    if spike_logit is None:
+        return jnp.sum(slab, axis=-1)
+    prior_logit = spike_slab.alpha_logit(alpha)
+    on = jax.nn.log_sigmoid(prior_logit) - jax.nn.log_sigmoid(spike_logit) + slab
+    off = jax.nn.log_sigmoid(-prior_logit) - jax.nn.log_sigmoid(-spike_logit)
+    return jnp.sum(jnp.where(z != 0, on, off), axis=-1)
+
+
+def iw_neg_log_likelihood(model, x, key, *, alpha, num_samples: int) -> jax.Array:
+    """Importance-sampled upper bound on -log p(x) with hard spikes, [B].
+
+    ``-log mean_k exp(log p(x | z_k) + log p(z_k) - log q(z_k | x))`` over ``num_samples``
+    hard-spike posterior samples (one at a time, so memory does not grow with K). Exact for
+    the fixed spike-and-slab prior and the plain VAE's N(0, I); the pseudo-input prior weighs
+    its components by x, so it has no such bound here.
+    """
+    if model.prior is not None:
+        raise ValueError("the importance-sampled bound needs the fixed prior or a Gaussian one")
+    mu, logvar, spike_logit = model.encode(x)  # [B, L] each
+
+    def log_weight(sample_key):  # [B]
+        if spike_logit is None:
+            z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(sample_key, mu.shape, mu.dtype)
+        else:  # c is unused by the hard mask
+            z = spike_slab.sample(sample_key, mu, logvar, spike_logit, c=1.0, mask="hard")
+        return -model.reconstruction_nll(z, x) + log_prior_over_posterior(z, mu, logvar, spike_logit, alpha)
+
+    log_weights = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # [K, B]
+    return math.log(num_samples) - jax.nn.logsumexp(log_weights, axis=0)
+
+
+# ----------------------------------------------------------------------------- running the model
+
+
+@dataclasses.dataclass(frozen=True)
+class Codes:
+    """Posterior heads of a set of images, on the host."""
+
+    mu: np.ndarray  # [N, L]
+    logvar: np.ndarray  # [N, L]
+    gamma: np.ndarray  # [N, L]; all ones for a plain VAE (every dimension active)
+    spikes: bool  # False for a plain VAE
+
+    @property
+    def probe_features(self) -> np.ndarray:
+        """gamma * mu: [N, L] (mu for a plain VAE)."""
+        return self.gamma * self.mu
+
+    @property
+    def mean_code(self) -> np.ndarray:
+        """The posterior mean code: slab mean where gamma > 0.5, else 0: [N, L]."""
+        return np.where(self.gamma > ACTIVE_THRESHOLD, self.mu, 0.0).astype(np.float32)
+
+
+def _batched(fn, images: np.ndarray, batch_size: int):
+    """``fn(i, batch)`` on fixed-size batches (the last zero-padded: one compilation); the
+    outputs ([batch_size, ...] leaves) trimmed of the padding and concatenated on the host."""
+    size = min(batch_size, len(images))
+    outputs = []
+    for i, start in enumerate(range(0, len(images), size)):
+        chunk = images[start:start + size]
+        real = len(chunk)
+        if real < size:
+            chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(i, chunk)))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+
+def encode_images(graphdef, params, images: np.ndarray, batch_size: int) -> Codes:
+    """Encode images [N, H, W, C] in jitted batches."""
+
+    @jax.jit
+    def encode(params, x):
+        mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
+        return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
+
+    mu, logvar, gamma = _batched(lambda i, x: encode(params, x), images, batch_size)
+    if gamma is None:  # plain VAE: every dimension active
+        return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
+    return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
+
+
+def elbo_terms(graphdef, params, config, images: np.ndarray, *, step: int) -> dict:
+    """Per-sample ``objective.eval_terms`` ([N] each) at the training c of ``step``.
+
+    Batches of ``config.train.eval_batch_size``; batch i uses ``fold_in(objective.eval_key(seed), i)``.
+    """
+    c = objective.schedule_value(config.objective.c, step)
+    alpha = config.objective.alpha
+
+    @jax.jit
+    def terms(params, x, key):
+        return objective.eval_terms(nnx.merge(graphdef, params), x, key, c=c, alpha=alpha)
+
+    key = objective.eval_key(config.seed)
+    return _batched(lambda i, x: terms(params, x, jax.random.fold_in(key, i)), images,
+                    config.train.eval_batch_size)
+
+
+def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> np.ndarray:
+    """Per-sample :func:`iw_neg_log_likelihood` in jitted batches, [N]."""
+    alpha = config.objective.alpha
+
+    @jax.jit
+    def bound(params, x, key):
+        return iw_neg_log_likelihood(nnx.merge(graphdef, params), x, key, alpha=alpha,
+                                     num_samples=num_samples)
+
+    key = jax.random.fold_in(objective.eval_key(config.seed), num_samples)
+    return _batched(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), images,
+                    config.train.eval_batch_size)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray | None,
+                  iw_samples: int) -> dict:
+    mean = lambda name: float(np.mean(terms[name], dtype=np.float64))  # noqa: E731
+    pseudo = config.model.prior == "pseudo_inputs"
+    return dict(
+        exact_neg_elbo=mean("exact"), recon=mean("recon"), slab_kl=mean("slab_kl"),
+        spike_kl=mean("spike_kl") if spikes else None,
+        sparsity_term=mean("sparsity") if pseudo else None,
+        relaxed_neg_elbo=mean("relaxed") if spikes else None,
+        leak=mean("leak") if spikes else None,
+        c=float(objective.schedule_value(config.objective.c, step)) if spikes else None,
+        iw_nll=None if iw is None else float(np.mean(iw, dtype=np.float64)),
+        iw_samples=iw_samples)
+
+
+def _class_sections(codes: Codes, labels: np.ndarray, num_classes: int, pairs: int, seed: int,
+                    leak) -> tuple[dict | None, dict | None]:
+    """The class-consistency and class-activation sections (None for a plain VAE)."""
+    if not codes.spikes:
+        return None, None
+    consistency = dict(
+        leak=leak,
+        jaccard=jaccard_pairs(codes.gamma > ACTIVE_THRESHOLD, labels, num_pairs=pairs, seed=seed),
+        soft_jaccard=jaccard_pairs(codes.gamma, labels, num_pairs=pairs, seed=seed))
+    freq = activation_frequency(codes.gamma, labels, num_classes)  # [C, L]
+    activation = dict(leak=leak, frequency=freq.round(6).tolist(), **shared_and_specific(freq),
+                      overlap=class_overlap(freq).round(6).tolist(),
+                      overlap_definition=OVERLAP_DEFINITION)
+    return consistency, activation
+
+
+def _notes(config, spikes: bool, leak, iw_samples: int) -> list[str]:
+    notes = []
+    if not spikes:
+        notes.append("plain VAE (Gaussian prior): no spikes; every dimension counts as active "
+                     "(gamma = 1); spike KL, relaxed ELBO, leak, Jaccard and class activation are "
+                     "not applicable (null); the probe reads mu")
+    if leak is not None and leak > LEAK_WARNING_NATS:
+        notes.append(f"leak {leak:.2f} nats > {LEAK_WARNING_NATS:g}: information passes through "
+                     "dimensions whose spikes are off, so the sparsity and class-consistency "
+                     "numbers are unreliable")
+    if iw_samples and config.model.prior == "pseudo_inputs":
+        notes.append("importance-sampled NLL bound skipped: it needs the fixed prior (or a "
+                     "Gaussian one); the pseudo-input prior weighs its components by x")
+    return notes
+
+
+def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 5000,
+                     pairs: int = 20_000, iw_samples: int = 0, make_plots: bool = True,
+                     top_k: int = 3) -> dict:
+    """Evaluate the newest checkpoint of a train.py workdir; write eval.json and pictures.
+
+    Args:
+      workdir: the training run's folder (config.json and checkpoints/).
+      split: the data split evaluated ("test").
+      probe_train: training images (a seeded sample) the linear probe learns from.
+      pairs: pairs of each kind for the Jaccard means when the split has too many to score all.
+      iw_samples: K of the importance-sampled NLL bound; 0 skips it.
+      make_plots: draw latent traversals, the class activation heatmap and the overlap matrix
+        into ``<workdir>/plots``.
+      top_k: dimensions traversed per class.
+
+    Returns:
+      The results (also written to ``<workdir>/eval.json``, or ``eval_<split>.json``).
+    """
+    config = checkpoints.read_config(workdir)
+    d = config.data
+    dataset = data.load(d.source, d.name, split, data_dir=d.dir, seed=config.seed)
+    train_set = dataset if split == "train" else data.load(d.source, d.name, "train",
+                                                           data_dir=d.dir, seed=config.seed)
+    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:])
+    params, step = state.params, int(jax.device_get(state.step))
+    batch_size = config.train.eval_batch_size
+
+    terms = elbo_terms(graphdef, params, config, dataset.images, step=step)
+    codes = encode_images(graphdef, params, dataset.images, batch_size)
+    run_iw = iw_samples > 0 and config.model.prior != "pseudo_inputs"
+    iw = iw_bound(graphdef, params, config, dataset.images, iw_samples) if run_iw else None
+    elbo = _elbo_section(terms, config, step, codes.spikes, iw, iw_samples if run_iw else 0)
+    leak = elbo["leak"]
+    consistency, activation = _class_sections(codes, dataset.labels, dataset.num_classes, pairs,
+                                              config.seed, leak)
+    rng = np.random.default_rng([config.seed, PROBE_KEY_SALT])
+    probe_idx = np.sort(rng.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
+                                   replace=False))
+    probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size)
+    results = dict(
+        workdir=os.path.abspath(workdir), step=step, split=split, data=dataset.name,
+        num_examples=len(dataset.labels), num_classes=dataset.num_classes,
+        model=dict(prior=config.model.prior, latent_dim=config.model.latent_dim, spikes=codes.spikes),
+        elbo=elbo,
+        sparsity=dict(leak=leak, expected_active=float(np.mean(terms["expected_active"])),
+                      active_count=float(np.mean(terms["active_count"]))),
+        class_consistency=consistency, class_activation=activation,
+        linear_probe=dict(code="gamma * mu" if codes.spikes else "mu", train_examples=len(probe_idx),
+                          **linear_probe(probe_codes.probe_features, train_set.labels[probe_idx],
+                                         codes.probe_features, dataset.labels)),
+        notes=_notes(config, codes.spikes, leak, iw_samples))
+    if make_plots:
+        model = nnx.merge(graphdef, params)
+        results["plots"] = draw_plots(model, codes, dataset.labels, activation,
+                                      os.path.join(workdir, "plots"), top_k=top_k)
+    with open(results_path(workdir, split), "w") as f:
+        f.write(_dumps(results) + "\n")
+    return results
+
+
+def results_path(workdir: str, split: str = "test") -> str:
+    """Where :func:`evaluate_workdir` writes: ``eval.json``, or ``eval_<split>.json``."""
+    return os.path.join(workdir, "eval.json" if split == "test" else f"eval_{split}.json")
+
+
+# ----------------------------------------------------------------------------- pictures
+
+
+def top_dims(codes: Codes, index: int, k: int) -> np.ndarray:
+    """The k dimensions of sample ``index`` with the largest gamma, ties (the VAE's gamma = 1)
+    broken by the dimension's KL of the slab to N(0, 1): [k]."""
+    mu, logvar = codes.mu[index], codes.logvar[index]
+    slab_kl = 0.5 * (np.exp(logvar) + mu**2 - 1.0 - logvar)  # [L]
+    return np.lexsort((-slab_kl, -codes.gamma[index]))[:k]
+
+
+def draw_plots(model, codes: Codes, labels: np.ndarray, activation: dict | None, plot_dir: str,
+               *, top_k: int = 3) -> list[str]:
+    """Latent traversals (always) and, with spikes, the class activation heatmap and the
+    class overlap matrix, into ``plot_dir``. Returns the paths written."""
+    exemplars = [int(np.argmax(labels == c)) for c in np.unique(labels)]  # first sample per class
+    rows = [(i, j) for i in exemplars for j in top_dims(codes, i, top_k)]  # (sample, dim)
+    index, dims = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    row_labels = [f"class {labels[i]} dim {j} (γ {codes.gamma[i, j]:.2f})" if codes.spikes
+                  else f"class {labels[i]} dim {j}" for i, j in rows]
+    paths = [plots.latent_traversals(
+        lambda z: model.mean_image(jnp.asarray(z)), codes.mean_code[index], dims,
+        codes.mu[index, dims], os.path.join(plot_dir, "latent_traversals.png"),
+        row_labels=row_labels,
+        title=f"top-{top_k} dimensions of one test image per class: mu + offset, spike on")]
+    if activation is not None:
+        freq = np.asarray(activation["frequency"])
+        paths.append(plots.class_activation_heatmap(freq, os.path.join(plot_dir, "class_activation.png")))
+        paths.append(plots.class_overlap_matrix(
+            np.asarray(activation["overlap"]), os.path.join(plot_dir, "class_overlap.png"),
+            title="class overlap: sum min(F_a, F_b) / sum max(F_a, F_b)"))
+    return paths
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _dumps(value, indent: int = 0) -> str:
+    """JSON with nested dicts indented and each list (a matrix: each row) on one line."""
+    pad, inner = "  " * indent, "  " * (indent + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(k)}: {_dumps(v, indent + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        return "[\n" + ",\n".join(inner + json.dumps(row) for row in value) + f"\n{pad}]"
+    return json.dumps(value)
+
+
+def _num(value, fmt: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def format_report(results: dict) -> str:
+    """The results as a readable table."""
+    e, s, m = results["elbo"], results["sparsity"], results["model"]
+    leak = f"leak {_num(e['leak'])} nats"
+    lines = [
+        f"{results['workdir']}: step {results['step']}, {results['data']} ({results['num_examples']} "
+        f"images), prior {m['prior']}, L={m['latent_dim']}",
+        "",
+        f"ELBO (nats per sample; exact = hard spikes, relaxed at the training c={_num(e['c'], 'g')})",
+        f"  exact -ELBO      {e['exact_neg_elbo']:9.2f}   recon {e['recon']:.2f}  slab KL "
+        f"{e['slab_kl']:.2f}  spike KL {_num(e['spike_kl'])}"
+        + ("" if e["sparsity_term"] is None else f"  sparsity {e['sparsity_term']:.2f}"),
+        f"  relaxed -ELBO    {_num(e['relaxed_neg_elbo'], '9.2f')}   {leak}",
+    ]
+    if e["iw_nll"] is not None:
+        lines.append(f"  IW NLL bound     {e['iw_nll']:9.2f}   (K={e['iw_samples']} hard-spike samples)")
+    lines += ["", f"Sparsity ({leak})",
+              f"  expected active dims {s['expected_active']:.2f} of {m['latent_dim']}",
+              f"  active count (gamma > 0.5) {s['active_count']:.2f}"]
+    cc, act = results["class_consistency"], results["class_activation"]
+    if cc is not None:
+        j = cc["jaccard"]
+        pairs = ("all pairs" if j["all_pairs"] else "sampled pairs") + \
+            f": {j['same_pairs']:,} same-class, {j['different_pairs']:,} different-class"
+        lines += ["", f"Class consistency ({leak}; {pairs})",
+                  f"  {'':14}{'same':>8}{'different':>11}{'ratio':>8}"]
+        for name in ("jaccard", "soft_jaccard"):
+            r = cc[name]
+            lines.append(f"  {name.replace('_', ' '):14}{_num(r['same'], '8.3f')}"
+                         f"{_num(r['different'], '11.3f')}{_num(r['ratio'], '8.2f')}")
+        if j["same_both_empty"] or j["different_both_empty"]:
+            lines.append(f"  pairs with both active sets empty (Jaccard 1): "
+                         f"{_num(j['same_both_empty'], '.1%')} same-class, "
+                         f"{_num(j['different_both_empty'], '.1%')} different-class")
+        per_class = " ".join(f"{c}:{n}" for c, n in enumerate(act["specific_count"]))
+        overlap = np.asarray(act["overlap"])
+        off_diagonal = overlap[~np.eye(len(overlap), dtype=bool)]
+        lines += ["", f"Class activation (F[c, j] >= 0.5; {leak})",
+                  f"  global dims {act['num_global']}: {act['global_dims']}",
+                  f"  class-specific dims {act['num_specific']}, per class {per_class}",
+                  f"  class overlap (soft Jaccard of F rows), mean off-diagonal "
+                  f"{_num(float(off_diagonal.mean()) if off_diagonal.size else None, '.3f')}"]
+    p = results["linear_probe"]
+    lines += ["", f"Linear probe on {p['code']} ({p['train_examples']} training images): test "
+                  f"accuracy {p['accuracy']:.3f} (train {p['train_accuracy']:.3f}"
+                  f"{'' if p['converged'] else ', not converged'})"]
+    lines += [f"NOTE: {note}" for note in results["notes"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    """The command line: evaluate a workdir, print the table."""
+    parser = argparse.ArgumentParser(prog="python -m vscjax.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True, help="a train.py workdir")
+    parser.add_argument("--split", default="test", help="data split to evaluate (default: test)")
+    parser.add_argument("--probe-train", type=int, default=5000,
+                        help="training images the linear probe learns from (default: 5000)")
+    parser.add_argument("--pairs", type=int, default=20_000,
+                        help="pairs of each kind sampled for the Jaccard when the split has too "
+                             "many to score all (default: 20000)")
+    parser.add_argument("--iw-samples", type=int, default=0,
+                        help="K of the importance-sampled NLL bound (default: 0, off)")
+    parser.add_argument("--no-plots", action="store_true", help="draw no pictures")
+    args = parser.parse_args(argv)
+    try:
+        results = evaluate_workdir(args.workdir, split=args.split, probe_train=args.probe_train,
+                                   pairs=args.pairs, iw_samples=args.iw_samples,
+                                   make_plots=not args.no_plots)
+    except (FileNotFoundError, data.DataError, ValueError) as err:
+        sys.exit(f"vscjax.evaluate: {err}")
+    print(format_report(results))
+    print(f"results in {os.path.abspath(results_path(args.workdir, args.split))}")
+
+
+if __name__ == "__main__":
+    main()
