@@ -189,3 +189,17 @@ def test_cli_trains_tiny_config(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test exact -ELBO" in result.stdout and "leak" in result.stdout
     assert json.load(open(tmp_path / "summary.json"))["step"] == 12
+
+
+def test_balanced_batches_use_the_class_block_pairwise_path():
+    """With class-balanced batches the class-major alignment equals the general one."""
+    config = load_config("tiny", data__balanced=True, train__batch_size=40, objective__align_mode="pairwise")
+    balanced = train.Trainer(config)
+    general = train.Trainer(load_config("tiny", train__batch_size=40, objective__align_mode="pairwise"))
+    idx = balanced.sampler().indices(0)
+    labels = balanced.train_data.labels[idx]
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(10), 4))
+    batch = sharding.shard_batch({"image": balanced.train_data.images[idx], "label": labels}, balanced.mesh)
+    _, m_balanced = balanced.train_step(balanced.initial_state, batch, balanced.key)
+    _, m_general = general.train_step(general.initial_state, batch, general.key)
+    np.testing.assert_allclose(m_balanced["align"], m_general["align"], rtol=1e-5)

@@ -104,7 +104,8 @@ def elbo_terms(model: VSC, x, key, *, c, alpha, mask: str, warmup=1.0) -> dict:
                 mu=mu, logvar=logvar, spike_logit=spike_logit)
 
 
-def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes: int):
+def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes: int,
+                     *, class_major: bool = False):
     """The training loss at ``step`` and its metrics (scalars averaged over the global batch).
 
     Args:
@@ -114,6 +115,8 @@ def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes:
       step: the training step (schedules read it).
       objective: the ``config.objective`` block.
       num_classes: C, for the alignment loss.
+      class_major: the batch is class-balanced in class-major order (pairwise alignment then
+        compares only within class blocks).
     """
     c = schedule_value(objective.c, step)
     beta = schedule_value(objective.beta, step)
@@ -131,7 +134,7 @@ def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes:
         metrics["expected_active"] = jnp.mean(jnp.sum(gamma, axis=-1))
         if objective.align_mode != "off":
             align = alignment.class_alignment_loss(t["spike_logit"], batch["label"], num_classes,
-                                                   mode=objective.align_mode)
+                                                   mode=objective.align_mode, class_major=class_major)
             loss = loss + align_weight * align
             metrics["align"] = align
     metrics["loss"] = loss

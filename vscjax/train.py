@@ -36,7 +36,8 @@ class NonFiniteLossError(RuntimeError):
     """Raised under ``train.nonfinite = "stop"`` when a step's loss or gradient is not finite."""
 
 
-def make_train_step(graphdef, tx, objective_config, num_classes: int) -> Callable:
+def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
+                    class_major: bool = False) -> Callable:
     """The pure train step ``(state, batch, key) -> (state, metrics)`` (not yet jitted).
 
     The step's noise is ``fold_in(key, state.step)``. A step whose loss or any gradient is
@@ -50,7 +51,7 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int) -> Callabl
         def loss_fn(params):
             model = nnx.merge(graphdef, params)
             return objective.loss_and_metrics(model, batch, step_key, state.step,
-                                              objective_config, num_classes)
+                                              objective_config, num_classes, class_major=class_major)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -108,7 +109,8 @@ class Trainer:
         self.key = jax.random.key(config.seed)
         self.initial_state = jax.device_put(state, self.replicated)
         self.train_step = jax.jit(
-            make_train_step(self.graphdef, self.tx, config.objective, self.num_classes),
+            make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
+                            class_major=config.data.balanced),
             in_shardings=(self.replicated, self.batch_sharding, self.replicated),
             out_shardings=self.replicated, donate_argnums=0)
         self.eval_step = jax.jit(
