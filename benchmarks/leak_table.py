@@ -15,10 +15,11 @@ from vscjax.config import load_file
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "mnist_vsc.py")
 
-VARIANTS = {
-    "relaxed, c=50": {"objective.mask": "relaxed", "objective.c.value": 50.0},
-    "relaxed, c=400": {"objective.mask": "relaxed", "objective.c.value": 400.0},
-    "mnist_vsc.py as shipped": {},
+VARIANTS = {  # workdir name -> (description, overrides of mnist_vsc.py)
+    "relaxed_c50": ("relaxed, c=50", {"objective.mask": "relaxed", "objective.c.value": 50.0}),
+    "relaxed_c400": ("relaxed, c=400", {"objective.mask": "relaxed", "objective.c.value": 400.0}),
+    "straight_through_c100": ("straight-through, c=100", {"objective.c.value": 100.0}),
+    "shipped": ("mnist_vsc.py as shipped", {}),
 }
 
 
@@ -28,10 +29,9 @@ def main() -> None:
     parser.add_argument("--root", default=os.path.join("workdir", "leak"))
     args = parser.parse_args()
     rows = []
-    for name, overrides in VARIANTS.items():
+    for dirname, (name, overrides) in VARIANTS.items():
         config = load_file(CONFIG, {**overrides, "train.num_steps": args.num_steps, "train.plots": False})
-        workdir = os.path.join(args.root, name.replace(", ", "_").replace("=", "").replace(" ", "_").replace(".", ""))
-        s = train.run(config, workdir)
+        s = train.run(config, os.path.join(args.root, dirname))
         o = config.objective
         rows.append(f"| {name} | {o.mask} | {o.c.kind} c={o.c.value:g} | {s['exact_neg_elbo']:.1f} | "
                     f"{s['relaxed_neg_elbo']:.1f} | {s['leak']:.1f} | {s['expected_active']:.1f} |")
