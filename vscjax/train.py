@@ -246,13 +246,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     tick, tick_step = time.perf_counter(), start
 
     def report(step, metrics):
+        """Called one step late: the device has the next step queued while we read this one."""
         nonlocal tick, tick_step
-        host = jax.device_get(metrics)
-        if host["nonfinite"] and t.nonfinite == "stop":
+        if t.nonfinite == "stop" and int(metrics["nonfinite"]):
             raise NonFiniteLossError(
                 f"step {step}: non-finite loss or gradient (update skipped); the last good "
                 f"checkpoint is step {checkpoints.latest_step()} in {workdir}")
         if step % t.log_every == 0 or step == t.num_steps - 1:
+            host = jax.device_get(metrics)
             now = time.perf_counter()
             rate = (step + 1 - tick_step) * t.batch_size / max(now - tick, 1e-9)
             tick, tick_step = now, step + 1
@@ -261,7 +262,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
 
     try:
         with _StopSignal() as stop, batches:
-            step = start
             for step, batch in batches:
                 if step >= t.num_steps:
                     break
