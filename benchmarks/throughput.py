@@ -202,14 +202,20 @@ def vscjax_config(latent: int, batch: int, align: str, dtype: str, hidden):
     return config
 
 
-def vscjax_contender(graphdef, state, tx, config, images, labels) -> Contender:
-    """vscjax.train.make_train_step, jitted with the state donated (compiled on first call)."""
+def vscjax_contender(graphdef, state, tx, config, images, labels, *,
+                     class_major: bool = False) -> Contender:
+    """vscjax.train.make_train_step, jitted with the state donated (compiled on first call).
+
+    ``class_major``: the labels are class-balanced in class-major order, and the pairwise
+    alignment loss compares pairs only within class blocks (as training on balanced batches).
+    """
     import jax
     import jax.numpy as jnp
 
     from vscjax.train import make_train_step
 
-    train_step = jax.jit(make_train_step(graphdef, tx, config.objective, NUM_CLASSES), donate_argnums=0)
+    train_step = jax.jit(make_train_step(graphdef, tx, config.objective, NUM_CLASSES,
+                                         class_major=class_major), donate_argnums=0)
     state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
     batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
     key = jax.random.key(config.seed)
@@ -231,18 +237,22 @@ def vscjax_contender(graphdef, state, tx, config, images, labels) -> Contender:
 
 
 def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, images, labels,
-                    device: str, compiled: bool) -> Contender:
-    """The torch reference's step, eager or under torch.compile, on ``jax_model``'s weights."""
+                    device: str, compiled: bool, *, class_major: bool = False) -> Contender:
+    """The torch reference's step, eager or under torch.compile, on ``jax_model``'s weights
+    (None: torch's own initialisation; ``class_major`` as in ``vscjax_contender``)."""
     import torch
 
     from benchmarks import torch_reference as ref
 
     target = "cuda" if device == "gpu" else "cpu"
     torch.manual_seed(0)
-    model = ref.copy_weights_from_vscjax(ref.MLPVSC(IMAGE_SHAPE, latent, hidden), jax_model).to(target)
+    model = ref.MLPVSC(IMAGE_SHAPE, latent, hidden)
+    if jax_model is not None:
+        ref.copy_weights_from_vscjax(model, jax_model)
+    model = model.to(target)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
     step = ref.make_train_step(model, optimizer, c=C_SHARPNESS, alpha=ALPHA, align_mode=align,
-                               align_weight=1.0, num_classes=NUM_CLASSES,
+                               align_weight=1.0, num_classes=NUM_CLASSES, class_major=class_major,
                                autocast_dtype=torch.bfloat16 if dtype == "bfloat16" else None)
     if compiled:
         torch.compiler.reset()  # a fresh compile (and no recompile limit across configurations)
@@ -349,7 +359,8 @@ def run_configuration(latent, batch, align, dtype, hidden, device, schedule, pea
 # ----------------------------------------------------------------------------- reporting
 
 
-def _fmt(value, spec: str) -> str:
+def fmt(value, spec: str) -> str:
+    """``value`` formatted with ``spec``, or "n/a" for None."""
     return "n/a" if value is None else format(value, spec)
 
 
@@ -362,9 +373,9 @@ def markdown_table(results: list[dict]) -> str:
         rows.append("| " + " | ".join([
             str(r["latent"]), str(r["batch"]), r["align"], r["dtype"], r["contender"],
             f"{r['samples_per_s_median']:,.0f}", f"{r['samples_per_s_p90']:,.0f}",
-            f"{r['first_call_s']:.1f}", _fmt(r["peak_mib"], ".0f"), f"{r['gflops']:.1f}",
-            f"{100 * r['peak_fraction']:.1f}", _fmt(r["ratio_vs_torch_eager"], ".2f"),
-            _fmt(r["ratio_vs_torch_compile"], ".2f"),
+            f"{r['first_call_s']:.1f}", fmt(r["peak_mib"], ".0f"), f"{r['gflops']:.1f}",
+            f"{100 * r['peak_fraction']:.1f}", fmt(r["ratio_vs_torch_eager"], ".2f"),
+            fmt(r["ratio_vs_torch_compile"], ".2f"),
         ]) + " |")
     return "\n".join(rows)
 

@@ -186,17 +186,67 @@ def _pairwise_loss(spike_logit, labels, num_classes: int, max_block_elements: in
     return total.sum() / num_pairs.clamp_min(1.0)
 
 
+def dim_chunk(num_classes: int, per_class: int, latent: int, max_block_elements: int) -> int:
+    """Dimensions per block of the class-major pairwise loss ([C, m, m, chunk] elements)."""
+    return max(1, min(latent, max_block_elements // max(1, num_classes * per_class**2)))
+
+
+def _class_block(p, p_bar, h_p, upper) -> torch.Tensor:
+    """Sum over the pairs a < b inside each class block of sum_j JSD: [C, m, d] x 3 -> []."""
+    jsd = _jsd(p[:, :, None], p_bar[:, :, None], h_p[:, :, None],
+               p[:, None], p_bar[:, None], h_p[:, None])  # [C, m, m, d]
+    return torch.where(upper, jsd.sum(-1), 0.0).sum()
+
+
+def _check_class_major(labels, num_classes: int) -> None:
+    batch = labels.shape[0]
+    if batch % num_classes:
+        raise ValueError(f"class_major needs a batch divisible by the {num_classes} classes, got {batch}")
+    if torch.compiler.is_compiling():
+        return  # a data-dependent check would break the graph: trusted, as under jax.jit
+    expected = torch.arange(num_classes, device=labels.device).repeat_interleave(batch // num_classes)
+    if not torch.equal(labels, expected):
+        raise ValueError("class_major expects labels [0]*m + [1]*m + ... (a class-balanced batch "
+                         "in class-major order)")
+
+
+def _pairwise_class_blocks(spike_logit, num_classes: int, max_block_elements: int) -> torch.Tensor:
+    """Pairwise loss of a class-major balanced batch: only pairs inside each class's block.
+
+    The batch is viewed as [C, m, L] (m = B / C) and summed over chunks of dimensions, each
+    recomputed in the backward pass: B * m * L work and O(B * L) memory.
+    """
+    batch, latent = spike_logit.shape
+    m = batch // num_classes
+    p, p_bar, h_p = (t.reshape(num_classes, m, latent) for t in _bernoulli_stats(spike_logit))  # [C, m, L]
+    upper = torch.ones(m, m, dtype=torch.bool, device=p.device).triu(1)  # [m, m]: each pair a < b once
+    chunk = dim_chunk(num_classes, m, latent, max_block_elements)
+    total = p.new_zeros(())
+    for start in range(0, latent, chunk):
+        dims = slice(start, start + chunk)
+        total = total + checkpoint(_class_block, p[..., dims], p_bar[..., dims], h_p[..., dims],
+                                   upper, use_reentrant=False)
+    return total / max(1.0, num_classes * m * (m - 1) / 2)
+
+
 def class_alignment_loss(spike_logit, labels, num_classes: int, *, mode: str = "centroid",
+                         class_major: bool = False,
                          max_block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> torch.Tensor:
     """vscjax.alignment.class_alignment_loss in torch: spike_logit [B, L], labels [B] in
     [0, num_classes) -> a float32 scalar.
 
     "pairwise": mean over same-class pairs a < b of sum_j JSD(gamma_a, gamma_b), in row blocks
     of at most ``max_block_elements`` elements; "centroid": mean, over the samples whose class
-    has at least two members, of sum_j JSD(gamma_a, the class's mean gamma).
+    has at least two members, of sum_j JSD(gamma_a, the class's mean gamma). ``class_major``
+    (pairwise only): the batch is class-balanced in class-major order (labels ``[0]*m + [1]*m
+    + ...``, checked unless under torch.compile), so only the pairs inside each class's block
+    are compared, in blocks of dimensions ([C, m, m, dims], at most ``max_block_elements``).
     """
     if mode == "centroid":
         return _centroid_loss(spike_logit, labels, num_classes)
+    if mode == "pairwise" and class_major:
+        _check_class_major(labels, num_classes)
+        return _pairwise_class_blocks(spike_logit, num_classes, max_block_elements)
     if mode == "pairwise":
         return _pairwise_loss(spike_logit, labels, num_classes, max_block_elements)
     raise ValueError(f"unknown alignment mode {mode!r}; expected 'pairwise' or 'centroid'")
@@ -206,13 +256,14 @@ def class_alignment_loss(spike_logit, labels, num_classes: int, *, mode: str = "
 
 
 def vsc_loss(model: MLPVSC, x, labels, *, c: float, alpha: float, align_mode: str = "off",
-             align_weight: float = 1.0, num_classes: int = 10,
+             align_weight: float = 1.0, num_classes: int = 10, class_major: bool = False,
              noise: tuple[torch.Tensor, torch.Tensor] | None = None,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """``mean_B(recon NLL + KL) + align_weight * align``, the vscjax objective (beta = 1).
 
     The sample uses ``noise = (eta, eps)`` ([B, L] each) when given, else fresh noise from
-    ``generator``.
+    ``generator``. ``class_major`` as in ``class_alignment_loss`` (vscjax's
+    ``make_train_step(..., class_major=True)``).
     """
     if align_mode not in ALIGN_MODES:
         raise ValueError(f"unknown alignment mode {align_mode!r}; expected one of {ALIGN_MODES}")
@@ -223,7 +274,8 @@ def vsc_loss(model: MLPVSC, x, labels, *, c: float, alpha: float, align_mode: st
         z = sample_from_noise(*noise, mu, logvar, spike_logit, c=c)
     loss = torch.mean(bernoulli_nll(model.decode(z), x) + kl(mu, logvar, spike_logit, alpha=alpha))
     if align_mode != "off":
-        loss = loss + align_weight * class_alignment_loss(spike_logit, labels, num_classes, mode=align_mode)
+        loss = loss + align_weight * class_alignment_loss(spike_logit, labels, num_classes,
+                                                          mode=align_mode, class_major=class_major)
     return loss
 
 
@@ -234,9 +286,9 @@ def make_train_step(model: MLPVSC, optimizer: torch.optim.Optimizer, *,
     with fresh noise from torch's global generator, backward, ``optimizer.step()``.
 
     Usable eagerly or as ``torch.compile(make_train_step(...))``. ``loss_kwargs`` go to
-    ``vsc_loss`` (c, alpha, align_mode, align_weight, num_classes). ``autocast_dtype`` (e.g.
-    torch.bfloat16) runs the matmuls under ``torch.autocast``, like vscjax's ``model.dtype``;
-    the heads and every loss term stay float32.
+    ``vsc_loss`` (c, alpha, align_mode, align_weight, num_classes, class_major).
+    ``autocast_dtype`` (e.g. torch.bfloat16) runs the matmuls under ``torch.autocast``, like
+    vscjax's ``model.dtype``; the heads and every loss term stay float32.
     """
     device_type = next(model.parameters()).device.type
 
