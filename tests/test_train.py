@@ -162,6 +162,8 @@ def test_images_of_wrong_shape_are_named():
     trainer = train.Trainer(load_config("tiny"))
     with pytest.raises(ValueError, match=r"images of shape \(8, 8, 1\), got \(28, 28, 1\)"):
         trainer.model(trainer.initial_state).encode(jnp.zeros((2, 28, 28, 1)))
+    with pytest.raises(ValueError, match="float images in \\[0, 1\\], got dtype uint8"):
+        trainer.model(trainer.initial_state).encode(jnp.zeros((2, 8, 8, 1), jnp.uint8))
 
 
 def test_resume_with_different_latent_dim_is_refused(tmp_path):

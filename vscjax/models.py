@@ -226,6 +226,8 @@ class VSC(nnx.Module):
         """Posterior heads (mu, logvar, spike_logit), each [B, L]; spike_logit None for a VAE."""
         if x.shape[1:] != self.image_shape:
             raise ValueError(f"the model takes images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"the model takes float images in [0, 1], got dtype {x.dtype}")
         heads = self.encoder(x)
         return (heads[0], heads[1], heads[2] if len(heads) == 3 else None)
 
