@@ -54,16 +54,26 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
                                               objective_config, num_classes, class_major=class_major)
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        finite = jnp.isfinite(loss) & jnp.all(
-            jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-        metrics["grad_norm"] = optax.tree.norm(grads)
+        grad_norm = optax.tree.norm(grads)
+        # One reduction decides (a non-finite gradient makes the norm non-finite); the update
+        # runs under cond, so a finite step costs no extra select pass over the state.
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        def apply(operands):
+            grads, opt_state, params = operands
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        def skip(operands):
+            _, opt_state, params = operands
+            return params, opt_state
+
+        params, opt_state = jax.lax.cond(finite, apply, skip, (grads, state.opt_state, state.params))
+        metrics["grad_norm"] = grad_norm
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
         new_state = TrainState(
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
+            params=params,
+            opt_state=opt_state,
             step=state.step + 1,
             nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
         )
