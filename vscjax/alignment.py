@@ -31,6 +31,7 @@ they replicate the side of each outer comparison that must be seen whole.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -162,34 +163,56 @@ def _row_block(batch: int, latent: int, max_block_elements: int) -> int:
     return max(r for r in range(1, min(batch, limit) + 1) if batch % r == 0)
 
 
-def _pairwise_loss(spike_logit, labels, num_classes, max_block_elements):
-    batch, latent = spike_logit.shape
-    p, p_bar, h_p = _bernoulli_stats(spike_logit)  # [B, L] each, batch-sharded
-    valid = (labels >= 0) & (labels < num_classes)  # [B]
-    cls = jnp.where(valid, labels, -1)  # [B]
+def _pair_terms(p_a, pb_a, h_a, p_b, pb_b, h_b):
+    """JSD of each pair and the logit of its mixture, log(m) - log(1 - m) (broadcast shapes)."""
+    m, m_bar = 0.5 * (p_a + p_b), 0.5 * (pb_a + pb_b)
+    log_m, log_m_bar = _safe_log(m), _safe_log(m_bar)
+    jsd = jnp.clip(-(m * log_m + m_bar * log_m_bar) - 0.5 * (h_a + h_b), 0.0, LOG2)
+    return jsd, log_m - log_m_bar
+
+
+def _spike_gradient(logit, p, p_bar, partners, mixture_logit_sum):
+    """d/ds of sum over pairs of JSD, from dJSD(p, q)/dp = (logit(p) - logit((p + q) / 2)) / 2.
+
+    With p = sigmoid(s), logit(p) = s and dp/ds = p (1 - p); summed over a sample's partners:
+    p (1 - p) (partners * s - sum_partners logit(m)) / 2.
+    """
+    return 0.5 * p * p_bar * (partners[:, None] * logit - mixture_logit_sum)
+
+
+def _all_pairs_sums(logit, cls, num_classes, max_block_elements):
+    """(sum over same-class pairs a < b of sum_j JSD, its gradient [B, L]) in one pass.
+
+    Scans over blocks of rows; each block meets every column ([r, B, L]), so memory is
+    O(B * L) and the gradient needs no second pass over the pairs.
+    """
+    batch, latent = logit.shape
+    p, p_bar, h = _bernoulli_stats(logit)  # [B, L] each, batch-sharded
     index = jnp.arange(batch)  # [B]
     r = _row_block(batch, latent, max_block_elements)
     # The row side of every comparison is seen whole; the column side stays sharded.
-    rows = tuple(
-        _replicate(t).reshape((batch // r, r) + t.shape[1:])
-        for t in (p, p_bar, h_p, cls, index)
-    )  # [B/r, r, L] x 3, [B/r, r] x 2
+    rows = tuple(_replicate(t).reshape((batch // r, r) + t.shape[1:])
+                 for t in (p, p_bar, h, cls, index))  # [B/r, r, L] x 3, [B/r, r] x 2
+    row_sum_sharding = _explicit_replicated(p)
 
-    @jax.checkpoint  # recompute the [r, B, L] block in the backward pass: memory O(B*L)
-    def accumulate(acc, row):
+    def accumulate(carry, row):
+        total, column_sum = carry  # [], [B, L]
         rp, rp_bar, rh, r_cls, r_index = row  # [r, L] x 3, [r] x 2
-        jsd = _jsd(
-            rp[:, None, :], rp_bar[:, None, :], rh[:, None, :], p[None], p_bar[None], h_p[None]
-        )  # [r, B, L]
+        jsd, mix_logit = _pair_terms(rp[:, None], rp_bar[:, None], rh[:, None],
+                                     p[None], p_bar[None], h[None])  # [r, B, L] each
         same = (r_cls[:, None] == cls[None, :]) & (r_cls[:, None] >= 0)  # [r, B]
-        pair = same & (r_index[:, None] < index[None, :])  # [r, B]: each pair a < b once
-        return acc + jnp.sum(jnp.where(pair, jnp.sum(jsd, axis=-1), 0.0), axis=0), None
+        w = (same & (r_index[:, None] < index[None, :])).astype(jnp.float32)  # [r, B]: a < b
+        total = total + jnp.sum(w * jnp.sum(jsd, axis=-1))
+        column_sum = column_sum + jnp.einsum("rb,rbl->bl", w, mix_logit)  # [B, L]
+        row_sum = jnp.einsum("rb,rbl->rl", w, mix_logit, out_sharding=row_sum_sharding)  # [r, L]
+        return (total, column_sum), row_sum
 
-    acc0 = jnp.zeros_like(p[:, 0])  # [B], sharded like the batch
-    acc, _ = jax.lax.scan(accumulate, acc0, rows)
-    counts = jnp.sum(jax.nn.one_hot(labels, num_classes, dtype=p.dtype), axis=0)  # [C]
-    num_pairs = jnp.sum(counts * (counts - 1.0) / 2.0)
-    return jnp.sum(acc) / jnp.maximum(num_pairs, 1.0)
+    (total, column_sum), row_sums = jax.lax.scan(
+        accumulate, (jnp.zeros((), jnp.float32), jnp.zeros_like(p)), rows)
+    onehot = jax.nn.one_hot(cls, num_classes, dtype=jnp.float32)  # [B, C]; zero row if invalid
+    partners = onehot @ jnp.sum(onehot, axis=0) - (cls >= 0)  # [B]: same-class others
+    grad = _spike_gradient(logit, p, p_bar, partners, row_sums.reshape(batch, latent) + column_sum)
+    return total, grad
 
 
 def _check_class_major(labels, num_classes: int) -> None:
@@ -206,37 +229,80 @@ def _check_class_major(labels, num_classes: int) -> None:
                          "in class-major order, as data.BatchSampler(balanced=True) makes)")
 
 
-def _pairwise_class_blocks(spike_logit, labels, num_classes, max_block_elements):
-    """Pairwise loss of a class-major balanced batch: only pairs inside each class's block.
+def _class_block_sums(logit, cls, num_classes, max_block_elements):
+    """(sum over pairs a < b inside each class block of sum_j JSD, its gradient [B, L]).
 
-    The batch is viewed as [C, m, L] (m = B / C) and the loss is accumulated over chunks of
-    dimensions: B * m * L work instead of B * B * L, and O(B * L) memory in both passes.
+    The class-major batch is viewed as [C, m, L] (m = B / C) and scanned over chunks of
+    dimensions: B * m * L work instead of B * B * L, O(B * L) memory, one pass.
     """
-    batch, latent = spike_logit.shape
+    batch, latent = logit.shape
     m = batch // num_classes
-    stats = _bernoulli_stats(_replicate(spike_logit))  # gamma, 1 - gamma, H: [B, L] each
+    logit = _replicate(logit)
+    p, p_bar, h = _bernoulli_stats(logit)  # [B, L] each
     chunk = max(1, min(latent, max_block_elements // max(1, num_classes * m * m)))
     pad = -latent % chunk
     # Padding with gamma = 0 (1 - gamma = 1, H = 0) adds an exact zero JSD.
     chunks = tuple(
-        jnp.moveaxis(
-            jnp.pad(t, ((0, 0), (0, pad)), constant_values=fill).reshape(num_classes, m, -1, chunk),
-            2, 0)
-        for t, fill in zip(stats, (0.0, 1.0, 0.0))
-    )  # [(L + pad) / chunk, C, m, chunk] each
-    cls = _replicate(jnp.where((labels >= 0) & (labels < num_classes), labels, -1)).reshape(num_classes, m)
+        jnp.moveaxis(jnp.pad(t, ((0, 0), (0, pad)), constant_values=fill)
+                     .reshape(num_classes, m, -1, chunk), 2, 0)
+        for t, fill in zip((p, p_bar, h), (0.0, 1.0, 0.0)))  # [(L + pad) / chunk, C, m, chunk] each
+    block_cls = _replicate(cls).reshape(num_classes, m)  # [C, m]
     upper = jnp.triu(jnp.ones((m, m), bool), k=1)  # [m, m]: each pair a < b once
-    pair = (cls[:, :, None] == cls[:, None, :]) & (cls[:, :, None] >= 0) & upper  # [C, m, m]
+    w = ((block_cls[:, :, None] == block_cls[:, None, :]) & (block_cls[:, :, None] >= 0)
+         & upper).astype(jnp.float32)  # [C, m, m]
 
-    @jax.checkpoint  # recompute the [C, m, m, chunk] block in the backward pass
     def accumulate(total, part):
         cp, cp_bar, ch = part  # [C, m, chunk] each
-        jsd = _jsd(cp[:, :, None], cp_bar[:, :, None], ch[:, :, None],
-                   cp[:, None], cp_bar[:, None], ch[:, None])  # [C, m, m, chunk]
-        return total + jnp.sum(jnp.where(pair, jnp.sum(jsd, axis=-1), 0.0)), None
+        jsd, mix_logit = _pair_terms(cp[:, :, None], cp_bar[:, :, None], ch[:, :, None],
+                                     cp[:, None], cp_bar[:, None], ch[:, None])  # [C, m, m, chunk]
+        total = total + jnp.sum(w[..., None] * jsd)
+        mixture_sum = (jnp.einsum("cab,cabl->cal", w, mix_logit)
+                       + jnp.einsum("cab,cabl->cbl", w, mix_logit))  # [C, m, chunk]
+        return total, mixture_sum
 
-    total, _ = jax.lax.scan(accumulate, jnp.zeros((), jnp.float32), chunks)
-    return total / jnp.maximum(jnp.sum(pair).astype(jnp.float32), 1.0)
+    total, sums = jax.lax.scan(accumulate, jnp.zeros((), jnp.float32), chunks)
+    mixture_logit_sum = jnp.moveaxis(sums, 0, 2).reshape(batch, -1)[:, :latent]  # [B, L]
+    partners = (jnp.sum(w, axis=2) + jnp.sum(w, axis=1)).reshape(batch)  # [B]
+    return total, _spike_gradient(logit, p, p_bar, partners, mixture_logit_sum)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _pair_total(logit, cls, num_classes, class_major, max_block_elements):
+    """Sum over same-class pairs of sum_j JSD, with the gradient computed in the same pass."""
+    return _pair_total_fwd(logit, cls, num_classes, class_major, max_block_elements)[0]
+
+
+def _pair_total_fwd(logit, cls, num_classes, class_major, max_block_elements):
+    s = logit.astype(jnp.float32)
+    if class_major:
+        total, grad = _class_block_sums(s, cls, num_classes, max_block_elements)
+    else:
+        total, grad = _all_pairs_sums(s, cls, num_classes, max_block_elements)
+    if _explicit_replicated(logit) is not None:  # the gradient is sharded like the logits
+        grad = jax.sharding.reshard(grad, jax.typeof(logit).sharding)
+    return total, grad.astype(logit.dtype)
+
+
+def _pair_total_bwd(num_classes, class_major, max_block_elements, grad, cotangent):
+    return cotangent * grad, None
+
+
+_pair_total.defvjp(_pair_total_fwd, _pair_total_bwd)
+
+
+def _pairwise_loss(spike_logit, labels, num_classes, class_major, max_block_elements):
+    """Mean over same-class pairs a < b of sum_j JSD (within class blocks if class_major)."""
+    valid = (labels >= 0) & (labels < num_classes)  # [B]
+    cls = jnp.where(valid, labels, -1)  # [B]
+    total = _pair_total(spike_logit, cls, num_classes, class_major, max_block_elements)
+    if class_major:
+        block_cls = _replicate(cls).reshape(num_classes, -1)  # [C, m]
+        same = (block_cls[:, :, None] == block_cls[:, None, :]) & (block_cls[:, :, None] >= 0)
+        num_pairs = jnp.sum(jnp.triu(jnp.ones(same.shape[1:], bool), k=1) & same)
+    else:
+        counts = jnp.sum(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32), axis=0)  # [C]
+        num_pairs = jnp.sum(counts * (counts - 1.0) / 2.0)
+    return total / jnp.maximum(num_pairs.astype(jnp.float32), 1.0)
 
 
 def class_alignment_loss(
@@ -273,5 +339,4 @@ def class_alignment_loss(
         return _centroid_loss(spike_logit, labels, num_classes)
     if class_major:
         _check_class_major(labels, num_classes)
-        return _pairwise_class_blocks(spike_logit, labels, num_classes, max_block_elements)
-    return _pairwise_loss(spike_logit, labels, num_classes, max_block_elements)
+    return _pairwise_loss(spike_logit, labels, num_classes, class_major, max_block_elements)
