@@ -7,12 +7,14 @@ configs/mnist_vsc.py (MLP 400, fixed prior, Adam 1e-3) with L=16,384 and alpha=0
 of about 16 expected active dims), class-balanced batches of 120 (12 per class, class-major),
 so the pairwise alignment loss takes its class-block path (B * B * L / C work), weight 10;
 800 steps, one checkpoint at 500, one test evaluation at the end.
-Runtime here (2 CPU cores): an estimate from one 20-step trial, not a full run. The trial ran
-at 1.8 s/step while another training job kept about 1.9 of the 2 cores busy (this process got
-about one core); on a quiet machine that suggests about 0.9 s/step, so 800 steps take about
-12-13 minutes with start-up, compilation and the final evaluation (about 25 minutes if the
-machine is shared as in the trial).
-Expected result: TBD (filled in from a measured run)
+Runtime here (2 CPU cores): 12 minutes for the 800 steps (measured, sharing the machine with
+another training run), about 1.1-1.7 steps/s.
+Measured here: test exact -ELBO 214.0 nats (recon 194.6, slab KL 1.0, spike KL 18.4), 0.5
+expected active dims (0.2 with gamma > 0.5): in 800 steps the model collapsed to nearly empty
+codes, so its Jaccard (0.82 same / 0.61 different class) counts mostly empty pairs and the
+linear probe reaches 50.4%. The relaxed ELBO at c=3 (95,186, leak -94,971) is the soft
+relaxation summed over 16,384 dimensions. This config shows that a pairwise class-aware run
+fits and trains at this size; a useful model needs a longer budget and tuning of alpha.
 """
 
 import os
