@@ -81,3 +81,22 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     assert mu.dtype == jnp.float32
     ref = models.VSC((8, 8, 1), 6, hidden=(16,), rngs=nnx.Rngs(params=0))
     np.testing.assert_allclose(mu, ref.encode(jnp.full((2, 8, 8, 1), 0.5))[0], rtol=5e-2, atol=5e-2)
+
+
+def test_bfloat16_loss_within_one_percent_of_float32():
+    """Mixed precision (bf16 matmuls and activations) changes the loss by < 1e-2 relative."""
+    from vscjax import objective
+    from vscjax.config import base_config
+
+    config = base_config()
+    config.objective.align_mode = "centroid"
+    config.objective.align_weight.value = 1.0
+    x = jnp.asarray(np.random.default_rng(0).random((32, 8, 8, 1)), jnp.float32)
+    batch = {"image": x, "label": jnp.asarray(np.arange(32) % 4, jnp.int32)}
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        model = models.VSC((8, 8, 1), 24, hidden=(64,), dtype=dtype, rngs=nnx.Rngs(params=0))
+        losses[dtype], _ = objective.loss_and_metrics(model, batch, jax.random.key(1), 0,
+                                                      config.objective, 4)
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=1e-2)
+    assert losses["bfloat16"].dtype == jnp.float32
