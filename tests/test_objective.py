@@ -46,7 +46,7 @@ def _exact_neg_elbo_numpy(model, x, key, alpha):
     eta = np.asarray(jax.random.uniform(key_eta, mu.shape), np.float64)
     eps = np.asarray(jax.random.normal(key_eps, mu.shape), np.float64)
     gamma = 1 / (1 + np.exp(-logit))
-    z = (eta < gamma) * (mu + np.exp(0.5 * logvar) * eps)
+    z = (eta > 1 - gamma) * (mu + np.exp(0.5 * logvar) * eps)  # the coupled hard spike
     g = z
     for w, b in dec:
         g = np.maximum(g @ w + b, 0)

@@ -172,6 +172,62 @@ def test_straight_through_is_hard_forward_and_relaxed_backward():
     assert np.all(jax.grad(lambda s: jnp.sum(draw("hard")(s)))(logit) == 0)
 
 
+def test_hard_mask_is_on_with_probability_gamma():
+    """Monte Carlo: the hard spike 1[eta > 1 - gamma] is a Bernoulli(gamma) draw."""
+    n = 200_000
+    gamma = np.array([1e-3, 0.05, 0.3, 0.5, 0.8, 0.999], np.float32)
+    logit = np.log(gamma / (1 - gamma))
+    eta = jax.random.uniform(jax.random.key(3), (n, gamma.size))
+    on = np.asarray(spike_slab.spike_mask(eta, jnp.broadcast_to(logit, eta.shape), c=1.0, mask="hard"))
+    assert set(np.unique(on)) <= {0.0, 1.0}
+    se = np.sqrt(gamma * (1 - gamma) / n)
+    np.testing.assert_array_less(np.abs(on.mean(0) - gamma), 5 * se + 1e-5)
+
+
+def test_relaxed_mask_converges_to_the_hard_mask_on_the_same_noise():
+    """The coupling: as c grows, sigmoid(c (eta + gamma - 1)) -> 1[eta > 1 - gamma], draw by draw.
+
+    With the uncoupled draw 1[eta < gamma] the two masks would disagree on about
+    2 gamma (1 - gamma) of the draws at any c.
+    """
+    rng = np.random.default_rng(4)
+    logit = rng.normal(0.0, 2.0, (64, 50)).astype(np.float32)
+    eta = rng.random((64, 50)).astype(np.float32)
+    hard = np.asarray(spike_slab.spike_mask(eta, logit, c=1.0, mask="hard"))
+    gap = 1 - 1 / (1 + np.exp(-logit.astype(np.float64)))  # 1 - gamma
+    margin = np.abs(eta - gap)
+    previous = np.inf
+    for c in (10.0, 100.0, 1000.0, 1e4):
+        relaxed = np.asarray(spike_slab.spike_mask(eta, logit, c=c, mask="relaxed"), np.float64)
+        far = margin > 10 / c  # draws not within 10 / c of the switching point
+        np.testing.assert_allclose(relaxed[far], hard[far], atol=1e-4)
+        disagreement = np.mean(np.abs(relaxed - hard))
+        assert disagreement < previous
+        previous = disagreement
+    assert previous < 1e-3
+    # On and off agree for every draw that is not at the switching point, at any gamma.
+    assert np.all(((relaxed > 0.5) == (hard == 1)) | (margin < 1e-3))
+
+
+def test_straight_through_forward_is_the_hard_mask_gradient_the_relaxed_one():
+    """On the same eta: the forward value equals 1[eta > 1 - gamma]; the gradient equals the
+    relaxed mask's, so the gradient of a dimension that is on is read where it is on."""
+    rng = np.random.default_rng(5)
+    logit = jnp.asarray(rng.normal(0.0, 2.0, (16, 20)), jnp.float32)
+    eta = jnp.asarray(rng.random((16, 20)), jnp.float32)
+    st = lambda s: spike_slab.spike_mask(eta, s, c=25.0, mask="straight_through")  # noqa: E731
+    relaxed = lambda s: spike_slab.spike_mask(eta, s, c=25.0, mask="relaxed")  # noqa: E731
+    np.testing.assert_array_equal(st(logit), spike_slab.spike_mask(eta, logit, c=25.0, mask="hard"))
+    np.testing.assert_array_equal(st(logit), np.asarray(eta) > 1 - np.asarray(jax.nn.sigmoid(logit)))
+    weights = jnp.asarray(rng.normal(size=(16, 20)), jnp.float32)
+    g_st = jax.grad(lambda s: jnp.sum(weights * st(s)))(logit)
+    g_relaxed = jax.grad(lambda s: jnp.sum(weights * relaxed(s)))(logit)
+    np.testing.assert_allclose(g_st, g_relaxed, rtol=1e-6)
+    # Where the hard mask is on, the relaxed mask is above 1/2 (its steep part is at the same eta).
+    on = np.asarray(st(logit)) == 1
+    assert np.all(np.asarray(relaxed(logit))[on] >= 0.5)
+
+
 def test_unknown_mask_is_named():
     with pytest.raises(ValueError, match="unknown spike mask 'soft'"):
         spike_slab.sample(jax.random.key(0), jnp.zeros(2), jnp.zeros(2), jnp.zeros(2), c=1.0, mask="soft")

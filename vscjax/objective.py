@@ -145,7 +145,7 @@ def eval_terms(model: VSC, x, key, *, c, alpha) -> dict:
     """Exact (hard-spike) and relaxed negative ELBO per sample, and their difference, the leak.
 
     Both use the un-warmed posterior and the same noise (eta, eps), so the leak is a paired
-    difference: only the mask differs, hard ``1[eta < gamma]`` against the relaxed one at the
+    difference: only the mask differs, hard ``1[eta > 1 - gamma]`` against the relaxed one at the
     training c.
 
     Returns:

@@ -9,15 +9,21 @@ The posterior of one latent dimension is
 and ``sigma^2 = exp(logvar)``. Every log of ``gamma`` or ``1 - gamma`` is computed from the
 logit (``log_sigmoid(s)``, ``log_sigmoid(-s)``), never by clamping a probability.
 
-Masks (how the spike enters a sample), see DESIGN.md "the leak":
+Masks (how the spike enters a sample; docs/design.md, "The leak" and "The coupled spike"):
 
 * ``"relaxed"``: ``sigmoid(c (eta + gamma - 1))`` with ``eta ~ U(0, 1)`` (VSC supplement B).
   Differentiable, but a dimension with gamma ~ 0 still passes about ``log(2) / c`` of its
   slab, which the KL never charges for.
-* ``"hard"``: ``1[eta < gamma]``, the Bernoulli spike for which the KL is exact. No gradient
+* ``"hard"``: ``1[eta > 1 - gamma]``, the Bernoulli spike for which the KL is exact. No gradient
   reaches the spike logits through it; used for evaluation.
 * ``"straight_through"``: the hard mask in the forward pass, the relaxed mask's gradient in
   the backward pass.
+
+The hard draw is *coupled* to the relaxed one: as ``c`` grows, ``sigmoid(c (eta + gamma - 1))``
+tends to ``1[eta > 1 - gamma]`` on the same ``eta``, so the straight-through gradient is read
+where the relaxed mask switches the same dimension on. (``1[eta < gamma]`` is an equally valid
+Bernoulli draw, but it is on at the other end of ``eta``: for gamma < 1/2 it and the relaxed
+mask are never on together, and the gradient would belong to a different sample.)
 """
 
 from __future__ import annotations
@@ -29,15 +35,20 @@ MASKS = ("relaxed", "hard", "straight_through")
 
 
 def spike_mask(eta: jax.Array, spike_logit: jax.Array, *, c, mask: str = "relaxed") -> jax.Array:
-    """The spike factor of a sample from uniform noise ``eta`` ([..., L] in [0, 1))."""
-    gamma = jax.nn.sigmoid(spike_logit)
+    """The spike factor of a sample from uniform noise ``eta`` ([..., L] in [0, 1)).
+
+    ``hard = 1[eta > 1 - gamma]`` (probability gamma) and ``relaxed = sigmoid(c (eta - (1 -
+    gamma)))``, both from the same ``eta``; ``1 - gamma`` is ``sigmoid(-spike_logit)``, exact
+    where gamma rounds to 1.
+    """
+    off = jax.nn.sigmoid(-spike_logit)  # 1 - gamma
     if mask == "hard":
-        return (eta < gamma).astype(gamma.dtype)
-    relaxed = jax.nn.sigmoid(c * (eta + gamma - 1.0))
+        return (eta > off).astype(off.dtype)
+    relaxed = jax.nn.sigmoid(c * (eta - off))
     if mask == "relaxed":
         return relaxed
     if mask == "straight_through":
-        hard = (eta < gamma).astype(gamma.dtype)
+        hard = (eta > off).astype(off.dtype)
         return relaxed + jax.lax.stop_gradient(hard - relaxed)
     raise ValueError(f"unknown spike mask {mask!r}; expected one of {MASKS}")
 
