@@ -84,12 +84,56 @@ def test_digits_shapes_range_and_split():
         assert abs(np.sum(test.labels == c) - 0.2 * n_c) <= 1
 
 
-def test_digits_deterministic_by_seed():
+def test_digits_split_is_fixed_and_seeded():
     a, b = data.load_digits("test", seed=3), data.load_digits("test", seed=3)
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.labels, b.labels)
     c = data.load_digits("test", seed=4)
     assert not np.array_equal(a.images, c.images)
+    # load() never takes a run's seed: its test split is the fixed one.
+    fixed = data.load("digits", "digits", "test")
+    np.testing.assert_array_equal(fixed.images, data.load_digits("test", seed=data.DIGITS_SPLIT_SEED).images)
+
+
+@pytest.mark.parametrize("n", [2, 13, 1437, 60_000])
+def test_holdout_is_fixed_disjoint_and_one_twelfth(n):
+    train, validation = data.holdout_indices(n)
+    again = data.holdout_indices(n)
+    np.testing.assert_array_equal(train, again[0])
+    np.testing.assert_array_equal(validation, again[1])
+    assert len(np.intersect1d(train, validation)) == 0
+    np.testing.assert_array_equal(np.union1d(train, validation), np.arange(n))
+    assert len(validation) == max(1, round(n / 12))
+    if n == 60_000:
+        assert len(validation) == 5_000
+        # Spread over the whole file, not its first rows.
+        assert validation.min() < 100 and validation.max() > 59_900
+
+
+def test_load_gives_three_disjoint_splits_of_digits():
+    splits = {s: data.load("digits", "digits", s) for s in data.SPLITS}
+    full_train = data.load_digits("train", seed=data.DIGITS_SPLIT_SEED)
+    assert len(splits["train"].labels) + len(splits["validation"].labels) == len(full_train.labels)
+    assert len(splits["validation"].labels) == round(len(full_train.labels) / 12)
+    rows = {s: {ds.images[i].tobytes() + bytes([ds.labels[i]]) for i in range(len(ds.labels))}
+            for s, ds in splits.items()}
+    assert not rows["train"] & rows["validation"]
+    assert not rows["train"] & rows["test"] and not rows["validation"] & rows["test"]
+    assert splits["validation"].name == "digits/validation"
+    with pytest.raises(data.DataError, match="unknown split 'valid'.*validation"):
+        data.load("digits", "digits", "valid")
+
+
+def test_mnist_validation_is_5000_training_images(mnist_dir):
+    root, name = os.path.split(mnist_dir)
+    validation = data.load("idx", name, "validation", data_dir=mnist_dir)
+    train = data.load("idx", name, "train", data_dir=mnist_dir)
+    full = data.load_idx(mnist_dir, "train")
+    assert len(validation.labels) == 5_000 and len(train.labels) == 55_000
+    _, idx = data.holdout_indices(60_000)
+    np.testing.assert_array_equal(validation.images, full.images[idx])
+    np.testing.assert_array_equal(validation.labels, full.labels[idx])
+    assert set(np.unique(validation.labels)) == set(range(10))
 
 
 def test_digits_bad_split():
@@ -194,7 +238,7 @@ def test_tfds_adds_channel_axis():
         for i in range(4)
     ]
     with tfds.testing.mock_data(as_data_source_fn=lambda *a, **k: records):
-        ds = data.load("tfds", "mnist", "train")
+        ds = data.load_tfds("mnist", "train")
     assert ds.images.shape == (4, 5, 4, 1)
     np.testing.assert_allclose(ds.images[1, ..., 0], records[1]["image"] / 255.0, rtol=1e-6)
     assert ds.num_classes == 3  # no dataset_info on a plain list: largest label + 1

@@ -214,12 +214,13 @@ EXPECTED_KEYS = {"workdir", "step", "split", "data", "num_examples", "num_classe
 
 
 def test_evaluate_a_trained_workdir(trained_workdir):
-    results = evaluate.evaluate_workdir(str(trained_workdir), iw_samples=4)
-    saved = json.load(open(trained_workdir / "eval.json"))
-    assert set(saved) == EXPECTED_KEYS and saved["step"] == 10
+    results = evaluate.evaluate_workdir(str(trained_workdir), split="validation", iw_samples=4)
+    saved = json.load(open(trained_workdir / "eval_validation.json"))
+    assert set(saved) == EXPECTED_KEYS and saved["step"] == 10 and saved["split"] == "validation"
     summary = json.load(open(trained_workdir / "summary.json"))
+    assert summary["split"] == "validation"
     e = saved["elbo"]
-    # The trainer's evaluation noise: the same numbers as summary.json.
+    # The trainer's evaluation noise on the same split: the same numbers as summary.json.
     for ours, theirs in [("exact_neg_elbo", "exact_neg_elbo"), ("relaxed_neg_elbo", "relaxed_neg_elbo"),
                          ("recon", "recon"), ("slab_kl", "slab_kl"), ("spike_kl", "spike_kl")]:
         assert e[ours] == pytest.approx(summary[theirs], rel=1e-4, abs=1e-3), ours
@@ -230,7 +231,7 @@ def test_evaluate_a_trained_workdir(trained_workdir):
     assert np.array(saved["class_activation"]["overlap"]).shape == (10, 10)
     assert saved["class_consistency"]["jaccard"]["all_pairs"]
     assert 0.0 <= saved["linear_probe"]["accuracy"] <= 1.0
-    assert saved["linear_probe"]["train_examples"] == 1437  # all of the digits' training split
+    assert saved["linear_probe"]["train_examples"] == 1317  # all of the digits' training split
     for name in ("latent_traversals.png", "class_activation.png", "class_overlap.png"):
         assert os.path.getsize(trained_workdir / "plots" / name) > 1000, name
     assert saved == json.loads(json.dumps(results))

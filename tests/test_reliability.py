@@ -110,7 +110,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog, dama
 
 def _digits_with_overflow_at(step, config):
     """Digits whose training batch at ``step`` (only) holds a pixel of 3e38: the loss overflows."""
-    real = data.load_digits("train", seed=config.seed)
+    real = data.load("digits", "digits", "train")
     sampler = data.BatchSampler(real.labels, config.train.batch_size, seed=config.seed,
                                 num_classes=real.num_classes)
     earlier = set(np.concatenate([sampler.indices(s) for s in range(step)]).tolist())

@@ -49,8 +49,8 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
     train_records = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in train_records] == [0, 10, 20, 30, 39]
     assert {"loss", "recon", "kl", "align", "mean_gamma", "expected_active", "nonfinite"} <= set(train_records[0])
-    test_record = [r for r in records if r["split"] == "test"][-1]
-    assert {"exact_neg_elbo", "relaxed_neg_elbo", "leak"} <= set(test_record)
+    validation_record = [r for r in records if r["split"] == "validation"][-1]
+    assert {"exact_neg_elbo", "relaxed_neg_elbo", "leak"} <= set(validation_record)
 
 
 def test_idx_mnist_run_learns(tmp_path, mnist_dir):
@@ -154,7 +154,7 @@ def test_impossible_config_values_are_named(overrides, message):
 
 
 def test_batch_larger_than_data_is_named():
-    with pytest.raises(ValueError, match="train.batch_size: 2048 is larger than the 1437"):
+    with pytest.raises(ValueError, match="train.batch_size: 2048 is larger than the 1317"):
         train.Trainer(load_config("tiny", train__batch_size=2048))
 
 
@@ -189,7 +189,7 @@ def test_cli_trains_tiny_config(tmp_path):
     result = _cli("--config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
                   "--config.train.num_steps=12", "--workdir", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "test exact -ELBO" in result.stdout and "leak" in result.stdout
+    assert "validation exact -ELBO" in result.stdout and "leak" in result.stdout
     assert json.load(open(tmp_path / "summary.json"))["step"] == 12
 
 

@@ -1,7 +1,10 @@
 """Data sources and batching: scikit-learn's digits, IDX files, TFDS; a resumable sampler.
 
 Every source returns a :class:`Dataset` of float32 images in [0, 1], shape [N, H, W, C],
-and int32 labels. :class:`BatchSampler` gives the indices of each batch as a pure function
+and int32 labels. :func:`load` gives three splits of every source: ``"test"`` (the source's
+own test set), ``"validation"`` (a fixed part of the source's training set, 1/12 of it:
+5,000 of MNIST's 60,000 images, the same for every run and seed) and ``"train"`` (the rest).
+Hyperparameters are chosen on validation; the test set is for reports only. :class:`BatchSampler` gives the indices of each batch as a pure function
 of (seed, step), so a resumed run needs only its step to see the same batches, and can
 draw class-balanced batches for the class-aware alignment loss. :func:`batch_iterator`
 gathers batches and puts them on the device(s) in a background thread.
@@ -23,6 +26,11 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+SPLITS = ("train", "validation", "test")
+VALIDATION_FRACTION = 1 / 12  # of the source's training set: 5,000 of MNIST's 60,000 images
+VALIDATION_SEED = 20_191_205  # fixed, so the held-out images never depend on a run's seed
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed, so the digits test set never depends on a run's seed
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 IDX_PREFIX = {"train": "train", "test": "t10k"}
@@ -75,11 +83,12 @@ def _check_split(split: str, valid) -> None:
         raise DataError(f"unknown split {split!r}; expected one of {sorted(valid)}")
 
 
-def load_digits(split: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_digits(split: str, *, test_fraction: float = DIGITS_TEST_FRACTION,
+                seed: int = DIGITS_SPLIT_SEED) -> Dataset:
     """scikit-learn's bundled handwritten digits: 1,797 real 8x8 images, no download needed.
 
     Values 0..16 are scaled to [0, 1]. The train/test split is stratified by class and
-    deterministic given ``seed``.
+    deterministic given ``seed`` (:func:`load` always uses the fixed ``DIGITS_SPLIT_SEED``).
 
     Args:
       split: "train" or "test".
@@ -234,24 +243,57 @@ def resolve_data_dir(dir_value: str, name: str) -> str:
     return dir_value or os.path.join(default_data_root(), name)
 
 
-def load(source: str, name: str, split: str, *, data_dir: str = "", seed: int = 0) -> Dataset:
+def holdout_indices(num_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices into a source's training set of ``num_examples`` images.
+
+    Validation is ``round(num_examples * VALIDATION_FRACTION)`` images (at least 1 when there
+    are 2 or more) drawn with the fixed ``VALIDATION_SEED``: the same images for every run,
+    seed and config. Both index arrays are sorted ([N_train] and [N_validation] int64).
+    """
+    if num_examples < 2:
+        raise DataError(f"a training set of {num_examples} images cannot hold out a validation part")
+    num_validation = min(max(round(num_examples * VALIDATION_FRACTION), 1), num_examples - 1)
+    order = np.random.default_rng(VALIDATION_SEED).permutation(num_examples)
+    return np.sort(order[num_validation:]), np.sort(order[:num_validation])
+
+
+def _subset(dataset: Dataset, idx: np.ndarray, name: str) -> Dataset:
+    return Dataset(dataset.images[idx], dataset.labels[idx], dataset.num_classes, name)
+
+
+def _load_source(source: str, name: str, split: str, data_dir: str) -> Dataset:
+    """The source's own split ("train": its whole training set, "test", or a TFDS split)."""
+    if source == "digits":
+        return load_digits(split)
+    if source == "idx":
+        return load_idx(resolve_data_dir(data_dir, name), split)
+    if source == "tfds":
+        return load_tfds(name, split, data_dir=data_dir or None)
+    raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
+
+
+def load(source: str, name: str, split: str, *, data_dir: str = "") -> Dataset:
     """Load ``split`` of data set ``name`` from ``source`` ("digits", "idx" or "tfds").
 
     Args:
       source: "digits" (scikit-learn's, ``name`` unused), "idx" (files in
         :func:`resolve_data_dir`), "tfds".
       name: data set name, e.g. "mnist".
-      split: "train" or "test" (TFDS accepts its own split syntax).
+      split: "train" (the source's training set minus the validation part), "validation"
+        (:func:`holdout_indices`) or "test" (the source's test set); TFDS also takes its own
+        split syntax ("train[:10%]"), read as it is.
       data_dir: data folder; "" for the default of the source.
-      seed: seed of the digits train/test split.
     """
-    if source == "digits":
-        return load_digits(split, seed=seed)
-    if source == "idx":
-        return load_idx(resolve_data_dir(data_dir, name), split)
-    if source == "tfds":
-        return load_tfds(name, split, data_dir=data_dir or None)
-    raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
+    if source != "tfds":
+        _check_split(split, SPLITS)
+    if split not in ("train", "validation"):
+        return _load_source(source, name, split, data_dir)
+    full = _load_source(source, name, "train", data_dir)
+    train_idx, validation_idx = holdout_indices(len(full.labels))
+    base = full.name.rsplit("/", 1)[0]
+    if split == "train":
+        return _subset(full, train_idx, f"{base}/train")
+    return _subset(full, validation_idx, f"{base}/validation")
 
 
 class BatchSampler:

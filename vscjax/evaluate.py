@@ -426,9 +426,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     """
     config = checkpoints.read_config(workdir)
     d = config.data
-    dataset = data.load(d.source, d.name, split, data_dir=d.dir, seed=config.seed)
-    train_set = dataset if split == "train" else data.load(d.source, d.name, "train",
-                                                           data_dir=d.dir, seed=config.seed)
+    dataset = data.load(d.source, d.name, split, data_dir=d.dir)
+    train_set = dataset if split == "train" else data.load(d.source, d.name, "train", data_dir=d.dir)
     config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:])
     params, step = state.params, int(jax.device_get(state.step))
     batch_size = config.train.eval_batch_size

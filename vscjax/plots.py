@@ -70,19 +70,20 @@ def read_metrics(jsonl_path: str) -> list[dict]:
 
 
 def training_curves(jsonl_path: str, path: str) -> str:
-    """Save the training loss and the test exact / relaxed negative ELBO against the step.
+    """Save the training loss and the validation exact / relaxed negative ELBO against the step.
 
     Size: 500 by 320 pixels.
     """
     records = read_metrics(jsonl_path)
     train = [r for r in records if r.get("split") == "train"]
-    test = [r for r in records if r.get("split") == "test"]
+    validation = [r for r in records if r.get("split") == "validation"]
     fig, ax = plt.subplots(figsize=_figsize(500, 320))
     ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
-    if test:
-        steps = [r["step"] for r in test]
-        ax.plot(steps, [r["exact_neg_elbo"] for r in test], "o-", label="test exact -ELBO")
-        ax.plot(steps, [r["relaxed_neg_elbo"] for r in test], "s--", label="test relaxed -ELBO")
+    if validation:
+        steps = [r["step"] for r in validation]
+        ax.plot(steps, [r["exact_neg_elbo"] for r in validation], "o-", label="validation exact -ELBO")
+        ax.plot(steps, [r["relaxed_neg_elbo"] for r in validation], "s--",
+                label="validation relaxed -ELBO")
     ax.set_xlabel("step")
     ax.set_ylabel("nats per sample")
     ax.legend(fontsize=7)

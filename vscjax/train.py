@@ -106,8 +106,9 @@ class Trainer:
         self.mesh = mesh if mesh is not None else sharding.make_data_mesh()
         validate(config, self.mesh.devices.size)
         d = config.data
-        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, seed=config.seed)
-        self.test_data = data.load(d.source, d.name, "test", data_dir=d.dir, seed=config.seed)
+        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir)
+        # In-training evaluation reads the validation split only; the test set is for reports.
+        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir)
         if config.train.batch_size > len(self.train_data.labels):
             raise ConfigError(f"config key train.batch_size: {config.train.batch_size} is larger than "
                              f"the {len(self.train_data.labels)} training images of {d.name}")
@@ -144,11 +145,12 @@ class Trainer:
         return abstract(self.initial_state, self.replicated)
 
     def evaluate(self, state: TrainState, dataset: data.Dataset | None = None) -> dict:
-        """Exact (hard-spike) and relaxed test negative ELBO, the leak and sparsity, as means.
+        """Exact (hard-spike) and relaxed negative ELBO, the leak and sparsity, as means over
+        ``dataset`` (default: the validation split).
 
         Every evaluation uses the same noise, so two evaluations of one state agree exactly.
         """
-        dataset = self.test_data if dataset is None else dataset
+        dataset = self.validation_data if dataset is None else dataset
         n, size = len(dataset.labels), self.config.train.eval_batch_size
         key = objective.eval_key(self.config.seed)
         totals = None
@@ -184,7 +186,7 @@ class MetricsLog:
                         record = json.loads(line)
                     except ValueError:  # a line cut by a kill
                         continue
-                    if record["step"] < resume_step or (record["split"] == "test" and record["step"] == resume_step):
+                    if record["step"] < resume_step or (record["split"] == "validation" and record["step"] == resume_step):
                         kept.append(line if line.endswith("\n") else line + "\n")
         with open(self.path + ".tmp", "w") as f:
             f.writelines(kept)
@@ -284,7 +286,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
                 if done % t.checkpoint_every == 0:
                     checkpoints.save(state)
                 if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
-                    log.write("test", done, trainer.evaluate(state))
+                    log.write("validation", done, trainer.evaluate(state))
                 if stop.received:
                     checkpoints.save(state, force=True)
                     checkpoints.wait()
@@ -297,8 +299,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         summary = {"step": int(jax.device_get(state.step)),
                    "nonfinite_steps": int(jax.device_get(state.nonfinite_steps)),
                    "num_devices": int(trainer.mesh.devices.size),
+                   "split": "validation",
                    **trainer.evaluate(state)}
-        log.write("test", summary["step"], {k: v for k, v in summary.items() if k != "step"})
+        log.write("validation", summary["step"],
+                  {k: v for k, v in summary.items() if k not in ("step", "split")})
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         if t.plots:
@@ -311,8 +315,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
 
 
 def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
-    """The cheap pictures: test reconstructions (exact, hard-spike sample) and training curves."""
-    images = trainer.test_data.images[:10]
+    """The cheap pictures: validation reconstructions (posterior mean code) and training curves."""
+    images = trainer.validation_data.images[:10]
     model = trainer.model(state)
     mu, logvar, spike_logit = model.encode(jnp.asarray(images))
     # The posterior mean code: gamma > 0.5 decides the spike, the slab contributes its mean.
@@ -320,7 +324,7 @@ def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics
     recon = np.asarray(model.mean_image(code))
     plot_dir = os.path.join(workdir, "plots")
     plots.reconstruction_grid(images, recon, os.path.join(plot_dir, "reconstructions.png"),
-                              title="test inputs and reconstructions (spikes: gamma > 0.5)")
+                              title="validation inputs and reconstructions (spikes: gamma > 0.5)")
     plots.training_curves(metrics_path, os.path.join(plot_dir, "training_curves.png"))
 
 
@@ -329,10 +333,10 @@ def summarise(summary: dict) -> str:
     if "interrupted_at_step" in summary:
         return f"interrupted at step {summary['interrupted_at_step']}; rerun the same command to resume"
     lines = [f"step {summary['step']} on {summary['num_devices']} device(s)",
-             f"test exact -ELBO   {summary['exact_neg_elbo']:9.2f} nats "
+             f"validation exact -ELBO   {summary['exact_neg_elbo']:9.2f} nats "
              f"(recon {summary['recon']:.2f}, slab KL {summary['slab_kl']:.2f}, "
              f"spike KL {summary['spike_kl']:.2f})",
-             f"test relaxed -ELBO {summary['relaxed_neg_elbo']:9.2f} nats (leak {summary['leak']:.2f})",
+             f"validation relaxed -ELBO {summary['relaxed_neg_elbo']:9.2f} nats (leak {summary['leak']:.2f})",
              f"active dims: expected {summary['expected_active']:.2f}, "
              f"gamma > 0.5 {summary['active_count']:.2f}"]
     if summary["nonfinite_steps"]:
