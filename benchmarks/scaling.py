@@ -126,7 +126,7 @@ def run_point(job: dict) -> dict:
     labels = class_major_labels(batch)  # [B]
     config = tp.vscjax_config(latent, batch, align, "float32", hidden)
     if job["framework"] == "vscjax":
-        graphdef, state, tx = initial_state(config, tp.IMAGE_SHAPE)
+        graphdef, state, tx = initial_state(config, tp.IMAGE_SHAPE, tp.NUM_CLASSES)
         contender = tp.vscjax_contender(graphdef, state, tx, config, images, labels, class_major=True)
         del state  # the contender holds its own copy
     else:  # torch's own initial weights: no JAX computation in torch's memory

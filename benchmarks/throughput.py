@@ -321,7 +321,7 @@ def run_configuration(latent, batch, align, dtype, hidden, device, schedule, pea
 
     images, labels = make_data(batch)
     config = vscjax_config(latent, batch, align, dtype, hidden)
-    graphdef, state, tx = initial_state(config, IMAGE_SHAPE)  # as vscjax.train.Trainer builds it
+    graphdef, state, tx = initial_state(config, IMAGE_SHAPE, NUM_CLASSES)  # as vscjax.train.Trainer builds it
     jax_model = nnx.merge(graphdef, state.params)  # the initial weights of every contender
     flops = matmul_flops_per_sample(latent, hidden)
     where = dict(latent=latent, batch=batch, align=align, dtype=dtype)

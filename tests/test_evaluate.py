@@ -2,7 +2,6 @@
 
 import json
 import os
-import types
 
 import jax
 import jax.numpy as jnp
@@ -152,10 +151,26 @@ def test_linear_probe_random_codes_score_chance():
 # ----------------------------------------------------------------------------- importance sampling
 
 
-@pytest.mark.parametrize("spikes", [True, False])
-def test_log_prior_over_posterior_is_a_density_ratio(spikes):
-    """Under q: E[p / q] = 1 (both are normalised on the mixed measure), E[log p / q] = -KL."""
+def _mixtures(alpha):
+    """Priors for the density-ratio test: fixed, classes sharing a slab, components with their own."""
+    one = jnp.zeros((1, 1))
+    logits = jnp.array([[2.0, -3.0], [-1.0, 0.5], [0.0, 0.0]])  # [K=3, L=2]
+    return {
+        "fixed": objective.PriorMixture(one, one, jnp.full((1, 1), np.log(alpha / (1 - alpha))), jnp.zeros(1)),
+        "shared_slab": objective.PriorMixture(one, one, logits, jnp.log(jnp.array([0.2, 0.3, 0.5]))),
+        # Component variances below q's, so that p / q is bounded and its mean estimable.
+        "own_slabs": objective.PriorMixture(jnp.array([[1.0, -1.0], [0.0, 0.5], [-0.5, 0.5]]),
+                                            jnp.array([[-0.5, -1.0], [-0.6, -0.8], [-1.0, -0.5]]),
+                                            logits, jnp.log(jnp.full(3, 1 / 3))),
+    }
+
+
+@pytest.mark.parametrize("prior", [None, "fixed", "shared_slab", "own_slabs"])
+def test_log_prior_over_posterior_is_a_density_ratio(prior):
+    """Under q: E[p / q] = 1 (both are normalised on the mixed measure); for the fixed prior
+    (and the VAE) also E[log p / q] = -KL, the closed form."""
     mu, logvar = jnp.array([0.5, -1.0]), jnp.array([0.2, -0.3])  # q wider than N(0, 1/2)
+    spikes = prior is not None
     logit = jnp.array([1.0, -0.5]) if spikes else None
     n, alpha = 400_000, 0.3
     if spikes:
@@ -165,34 +180,41 @@ def test_log_prior_over_posterior_is_a_density_ratio(spikes):
     else:
         z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(jax.random.key(0), (n, 2))
         kl = spike_slab.gaussian_kl(mu, logvar)
-    log_ratio = np.asarray(evaluate.log_prior_over_posterior(z, mu, logvar, logit, alpha))  # [n]
+    mixture = _mixtures(alpha)[prior] if spikes else None
+    log_ratio = np.asarray(evaluate.log_prior_over_posterior(z, mu, logvar, logit, mixture))  # [n]
     assert np.mean(np.exp(log_ratio)) == pytest.approx(1.0, abs=0.02)
-    assert np.mean(log_ratio) == pytest.approx(-float(kl), abs=0.02)
+    if prior in (None, "fixed"):
+        assert np.mean(log_ratio) == pytest.approx(-float(kl), abs=0.02)
 
 
-def test_iw_bound_is_below_the_elbo_and_tightens():
-    graphdef, params = nnx.split(VSC((8, 8, 1), 6, hidden=(16,), rngs=nnx.Rngs(params=0)))
+@pytest.mark.parametrize("prior", ["fixed", "class_mask", "pseudo_inputs"])
+def test_iw_bound_is_below_the_models_bound_and_tightens(prior):
+    """K = 1 estimates recon + KL(q || p), which for a mixture prior is at most the logsumexp
+    bound eval_terms reports (and equal to it for the fixed prior); K = 256 is tighter."""
+    model = VSC((8, 8, 1), 6, hidden=(16,), prior=prior, num_classes=3, num_pseudo_inputs=3,
+                alpha=0.2, rngs=nnx.Rngs(params=0))
+    if prior == "class_mask":  # distinct classes, so the mixture matters
+        model.prior.offset[...] = jnp.asarray(np.random.default_rng(1).normal(0, 2, (3, 6)), jnp.float32)
+    graphdef, params = nnx.split(model)
     x = jnp.asarray(np.random.default_rng(0).random((8, 8, 8, 1)) > 0.5, jnp.float32)
+    labels = jnp.arange(8, dtype=jnp.int32) % 3
 
     @jax.jit
-    def bounds(params, keys):  # mean exact -ELBO, mean K=1 bound (one per key), K=256 bound
+    def bounds(params, keys):  # mean exact bound, mean K=1 estimate (one per key), K=256 bound
         model = nnx.merge(graphdef, params)
-        elbo = jax.vmap(lambda k: objective.eval_terms(model, x, k, c=100.0, alpha=0.2)["exact"])(keys)
+        elbo = jax.vmap(lambda k: objective.eval_terms(model, x, labels, k, c=100.0, alpha=0.2)["exact"])(keys)
 
         def iw(k, num):
             return evaluate.iw_neg_log_likelihood(model, x, k, alpha=0.2, num_samples=num)
 
         return jnp.mean(elbo), jnp.mean(jax.vmap(lambda k: iw(k, 1))(keys)), jnp.mean(iw(keys[0], 256))
 
-    elbo, one, many = bounds(params, jax.random.split(jax.random.key(1), 256))
-    assert float(one) == pytest.approx(float(elbo), rel=0.01)  # K = 1 is the ELBO in expectation
-    assert float(many) < float(elbo) - 0.1
-
-
-def test_iw_bound_refuses_the_pseudo_input_prior():
-    pseudo_input_model = types.SimpleNamespace(prior=object())  # the check comes first
-    with pytest.raises(ValueError, match="fixed prior"):
-        evaluate.iw_neg_log_likelihood(pseudo_input_model, None, None, alpha=0.1, num_samples=2)
+    elbo, one, many = bounds(params, jax.random.split(jax.random.key(1), 512))
+    if prior == "fixed":
+        assert float(one) == pytest.approx(float(elbo), rel=0.01)  # K = 1 is the ELBO in expectation
+    else:
+        assert float(one) < float(elbo) + 0.01 * abs(float(elbo))
+    assert float(many) < float(one) - 0.1
 
 
 # ----------------------------------------------------------------------------- workdirs
@@ -237,6 +259,27 @@ def test_evaluate_a_trained_workdir(trained_workdir):
     assert saved == json.loads(json.dumps(results))
 
 
+def test_class_mask_workdir_reports_its_mixture_bound_and_masks(tmp_path):
+    from vscjax import train
+
+    config = load_config("tiny", model__prior="class_mask", train__num_steps=10,
+                         objective__class_prior_penalty=0.03)
+    train.run(config, str(tmp_path))
+    results = evaluate.evaluate_workdir(str(tmp_path), probe_train=200, iw_samples=2)
+    e = results["elbo"]
+    assert "logsumexp_y" in e["bound_definition"]
+    parts = e["recon"] + e["slab_kl"] + e["spike_kl"] + e["component_kl"]
+    assert e["exact_neg_elbo"] == pytest.approx(parts, rel=1e-5)
+    # The label-free bound pays at most log C over the label-given one.
+    assert e["exact_neg_elbo"] <= e["class_conditional_neg_elbo"] + np.log(10) + 1e-3
+    assert e["regularisers"]["class_prior_penalty"] >= 0 and np.isfinite(e["fixed_prior_exact_neg_elbo"])
+    assert np.array(results["class_masks"]).shape == (10, 16)
+    assert os.path.getsize(tmp_path / "plots" / "class_masks.png") > 1000
+    for words in ("fixed-prior exact -ELBO", "class-conditional -ELBO", "regularisers (not in any bound)",
+                  "class specific jaccard"):
+        assert words in evaluate.format_report(results), words
+
+
 def test_cli_prints_the_table(trained_workdir, capsys):
     evaluate.main(["--workdir", str(trained_workdir), "--no-plots", "--probe-train", "200"])
     out = capsys.readouterr().out
@@ -253,7 +296,7 @@ def test_cli_names_a_missing_workdir(tmp_path):
 def test_plain_vae_treats_every_dimension_as_active(tmp_path):
     """An untrained Gaussian-prior checkpoint (no training needed): spike parts are null."""
     config = load_config("tiny", model__prior="gaussian", objective__align_mode="off")
-    _, state, _ = initial_state(config, (8, 8, 1))
+    _, state, _ = initial_state(config, (8, 8, 1), 10)
     checkpoints = Checkpoints(str(tmp_path), config)
     checkpoints.save(state, force=True)
     checkpoints.close()

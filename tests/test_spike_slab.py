@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 
 from vscjax import spike_slab
 
@@ -99,6 +100,36 @@ def test_slab_and_spike_parts_add_up():
         logit, plogit
     )
     np.testing.assert_allclose(total, parts, rtol=1e-6)
+
+
+def test_spike_kl_to_components_equals_float64_elementwise():
+    rng = np.random.default_rng(12)
+    logit = rng.normal(0, 4, (5, 300)).astype(np.float32)
+    logit[0, :10] = 40.0  # saturated: gamma rounds to 1 in float32
+    prior = rng.normal(-3, 3, (7, 300)).astype(np.float32)
+    got = spike_slab.spike_kl_to_components(jnp.asarray(logit), jnp.asarray(prior))  # [5, 7]
+    g = 1 / (1 + np.exp(-logit.astype(np.float64)))[:, None, :]
+    p = 1 / (1 + np.exp(-prior.astype(np.float64)))[None]
+    log_g, log_1mg = -np.logaddexp(0, -logit.astype(np.float64)), -np.logaddexp(0, logit.astype(np.float64))
+    expect = np.sum(g * (log_g[:, None] - np.log(p)) + (1 - g) * (log_1mg[:, None] - np.log1p(-p)), -1)
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[:, 2], spike_slab.spike_kl_to_prior(logit, prior[2]), rtol=1e-4, atol=1e-3)
+
+
+def test_mixture_kl_parts_add_up_to_the_logsumexp():
+    rng = np.random.default_rng(13)
+    slab, spike = rng.gamma(2, 5, (6, 1)), rng.gamma(2, 5, (6, 4))
+    spike[0] = [0.0, 500.0, 900.0, 2000.0]  # one component dominates: weights underflow
+    log_w = np.log(np.array([0.1, 0.2, 0.3, 0.4]))
+    parts = spike_slab.mixture_kl_parts(jnp.asarray(slab, jnp.float32), jnp.asarray(spike, jnp.float32),
+                                        jnp.asarray(log_w, jnp.float32))
+    expect = -logsumexp(log_w - slab - spike, axis=-1)
+    np.testing.assert_allclose(sum(parts), expect, rtol=1e-5)
+    assert all(np.all(np.isfinite(p)) for p in parts)
+    assert np.all(np.asarray(parts[2]) >= -1e-6) and np.all(np.asarray(parts[2]) <= np.log(10) + 1e-5)
+    # One component: the KL itself and no component cost.
+    single = spike_slab.mixture_kl_parts(jnp.ones((3, 1)), 2 * jnp.ones((3, 1)), jnp.zeros(1))
+    np.testing.assert_allclose(np.stack(single), [[1, 1, 1], [2, 2, 2], [0, 0, 0]], atol=1e-6)
 
 
 def test_gaussian_kl_equals_formula():

@@ -69,7 +69,7 @@ def test_tfds_mock_run_learns(tmp_path):
     assert summary["exact_neg_elbo"] < untrained - 5
 
 
-@pytest.mark.parametrize("prior", ["pseudo_inputs", "gaussian"])
+@pytest.mark.parametrize("prior", ["class_mask", "pseudo_inputs", "gaussian"])
 def test_other_priors_train(tmp_path, prior):
     overrides = dict(model__prior=prior)
     if prior == "gaussian":

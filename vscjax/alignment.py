@@ -41,6 +41,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
 LOG2 = math.log(2.0)
 MODES = ("pairwise", "centroid")
+REDUCTIONS = ("sum", "mean")  # over the L dimensions of each JSD
 # Default cap on the elements of one pairwise block ([rows, B, L]); 2**22 floats = 16 MiB.
 DEFAULT_BLOCK_ELEMENTS = 2**22
 
@@ -311,6 +312,7 @@ def class_alignment_loss(
     num_classes: int,
     *,
     mode: str = "centroid",
+    reduce_dims: str = "sum",
     class_major: bool = False,
     max_block_elements: int = DEFAULT_BLOCK_ELEMENTS,
 ) -> jax.Array:
@@ -322,6 +324,8 @@ def class_alignment_loss(
       num_classes: C, the number of classes.
       mode: "pairwise" (mean over same-class pairs of sum_j JSD) or "centroid" (mean JSD of
         each sample to its class's mean spike probability).
+      reduce_dims: "sum" (the paper's sum_j JSD, which grows with L) or "mean" (the sum
+        divided by L, so a weight keeps its meaning as L changes).
       class_major: pairwise only; the batch is class-balanced in class-major order (labels
         ``[0]*m + [1]*m + ...``, as ``data.BatchSampler(balanced=True)`` makes), so only the
         pairs inside each class's block are compared: B * B * L / C work. Checked when the
@@ -332,11 +336,15 @@ def class_alignment_loss(
         and the backward pass.
 
     Returns:
-      A float32 scalar, >= 0 and <= L log 2.
+      A float32 scalar, >= 0 and <= L log 2 (<= log 2 with ``reduce_dims="mean"``).
     """
     _check_inputs(spike_logit, labels, num_classes, mode)
+    if reduce_dims not in REDUCTIONS:
+        raise ValueError(f"unknown reduce_dims {reduce_dims!r}; expected one of {REDUCTIONS}")
     if mode == "centroid":
-        return _centroid_loss(spike_logit, labels, num_classes)
-    if class_major:
-        _check_class_major(labels, num_classes)
-    return _pairwise_loss(spike_logit, labels, num_classes, class_major, max_block_elements)
+        loss = _centroid_loss(spike_logit, labels, num_classes)
+    else:
+        if class_major:
+            _check_class_major(labels, num_classes)
+        loss = _pairwise_loss(spike_logit, labels, num_classes, class_major, max_block_elements)
+    return loss / spike_logit.shape[-1] if reduce_dims == "mean" else loss

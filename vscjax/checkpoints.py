@@ -189,13 +189,13 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-def load_trained(workdir: str, image_shape):
+def load_trained(workdir: str, image_shape, num_classes: int):
     """(config, graphdef, state) of the newest restorable checkpoint in ``workdir``.
 
     The state is placed on the default device; ``nnx.merge(graphdef, state.params)`` is the model.
     """
     config = read_config(workdir)
-    graphdef, init, _ = train_state.initial_state(config, image_shape)
+    graphdef, init, _ = train_state.initial_state(config, image_shape, num_classes)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     checkpoints = Checkpoints.reader(workdir)
     try:

@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.model = ml_collections.ConfigDict(dict(
         architecture="mlp", hidden=(400,), conv_channels=32, latent_dim=200,
-        likelihood="bernoulli", prior="fixed", num_pseudo_inputs=10, pseudo_sharpness=10.0,
+        likelihood="bernoulli",
+        prior="fixed",  # fixed (alpha), class_mask (learned per class), pseudo_inputs, gaussian (VAE)
+        num_pseudo_inputs=10, pseudo_sharpness=10.0,
         dtype="float32",
     ))
     c.objective = ml_collections.ConfigDict(dict(
@@ -65,6 +67,9 @@ def base_config() -> ml_collections.ConfigDict:
         warmup=schedule("constant", 1.0),  # lambda of the slab warm-up (1 = none)
         align_weight=schedule("constant", 0.0),  # lambda_align
         align_mode="off",  # off, pairwise or centroid
+        align_reduce_dims="sum",  # JSD summed over dimensions (the paper), or "mean" (sum / L)
+        sparsity_weight=1.0,  # weight of the learned priors' sparsity term (a regulariser)
+        class_prior_penalty=0.0,  # weight of sum_j offset[y, j]^2 (class-mask prior; regulariser)
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-3,
@@ -143,6 +148,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         _fail("objective.alpha", f"must lie in (0, 1), got {o.alpha}")
     _check_choice("objective.mask", o.mask, spike_slab.MASKS)
     _check_choice("objective.align_mode", o.align_mode, ALIGN_MODES)
+    _check_choice("objective.align_reduce_dims", o.align_reduce_dims, alignment.REDUCTIONS)
+    for key in ("sparsity_weight", "class_prior_penalty"):
+        if o[key] < 0:
+            _fail(f"objective.{key}", f"must be >= 0, got {o[key]}")
     if o.align_mode != "off" and m.prior == "gaussian":
         _fail("objective.align_mode", "the alignment loss needs spikes; model.prior is gaussian")
     for name in ("c", "beta", "warmup", "align_weight"):

@@ -230,45 +230,56 @@ def linear_probe(train_codes: np.ndarray, train_labels: np.ndarray, test_codes: 
 # ----------------------------------------------------------------------------- importance sampling
 
 
-def log_prior_over_posterior(z, mu, logvar, spike_logit, alpha) -> jax.Array:
-    """log p(z) - log q(z | x), summed over L, for a hard-spike sample z [..., L].
+def _log_normal(value, mean, log_variance):
+    return -0.5 * (math.log(2 * math.pi) + log_variance
+                   + jnp.square(value - mean) * jnp.exp(-log_variance))
+
+
+def log_prior_over_posterior(z, mu, logvar, spike_logit, prior: objective.PriorMixture | None) -> jax.Array:
+    """log p(z) - log q(z | x), summed over L, for a hard-spike sample z [B, L].
 
     Densities are with respect to the mixed measure (an atom at 0 plus Lebesgue) on each
-    dimension: z_j = 0 (spike off) has mass 1 - gamma_j under q and 1 - alpha under the fixed
-    prior; z_j != 0 has density gamma_j N(z_j; mu_j, sigma_j^2) under q and alpha N(z_j; 0, 1)
-    under the prior. ``spike_logit`` None: the plain VAE, q Gaussian and p = N(0, I).
+    dimension: z_j = 0 (spike off) has mass 1 - gamma_j under q and 1 - pi_kj under prior
+    component k; z_j != 0 has density gamma_j N(z_j; mu_j, sigma_j^2) under q and
+    pi_kj N(z_j; m_kj, s_kj^2) under component k. The prior is the mixture
+    ``p(z) = sum_k w_k p_k(z)`` (:func:`objective.prior_mixture`; one component for the fixed
+    prior). ``spike_logit`` None: the plain VAE, q Gaussian and p = N(0, I).
     """
-    def log_normal(value, mean, log_variance):
-        return -0.5 * (math.log(2 * math.pi) + log_variance
-                       + jnp.square(value - mean) * jnp.exp(-log_variance))
-
-    slab = log_normal(z, 0.0, 0.0) - log_normal(z, mu, logvar)  # [..., L]
     if spike_logit is None:
-        return jnp.sum(slab, axis=-1)
-    prior_logit = spike_slab.alpha_logit(alpha)
-    on = jax.nn.log_sigmoid(prior_logit) - jax.nn.log_sigmoid(spike_logit) + slab
-    off = jax.nn.log_sigmoid(-prior_logit) - jax.nn.log_sigmoid(-spike_logit)
-    return jnp.sum(jnp.where(z != 0, on, off), axis=-1)
+        return jnp.sum(_log_normal(z, 0.0, 0.0) - _log_normal(z, mu, logvar), axis=-1)
+    on = (z != 0).astype(jnp.float32)  # [B, L]
+    log_q = jnp.sum(on * (jax.nn.log_sigmoid(spike_logit) + _log_normal(z, mu, logvar))
+                    + (1 - on) * jax.nn.log_sigmoid(-spike_logit), axis=-1)  # [B]
+    num, length = prior.log_weights.shape[0], z.shape[-1]
+    logits = jnp.broadcast_to(prior.spike_logit, (num, length))  # [K, L]
+    highest = jax.lax.Precision.HIGHEST
+    spike = (jnp.matmul(on, jax.nn.log_sigmoid(logits).T, precision=highest)
+             + jnp.matmul(1 - on, jax.nn.log_sigmoid(-logits).T, precision=highest))  # [B, K]
+    if prior.mu.shape[0] == 1:  # one slab prior shared by the components: [B, 1]
+        slab = jnp.sum(on * _log_normal(z, prior.mu, prior.logvar), axis=-1, keepdims=True)
+    else:  # [B, K, L] summed over L
+        slab = jnp.sum(on[:, None] * _log_normal(z[:, None], prior.mu, prior.logvar), axis=-1)
+    log_p = jax.nn.logsumexp(prior.log_weights + spike + slab, axis=-1)  # [B]
+    return log_p - log_q
 
 
 def iw_neg_log_likelihood(model, x, key, *, alpha, num_samples: int) -> jax.Array:
     """Importance-sampled upper bound on -log p(x) with hard spikes, [B].
 
     ``-log mean_k exp(log p(x | z_k) + log p(z_k) - log q(z_k | x))`` over ``num_samples``
-    hard-spike posterior samples (one at a time, so memory does not grow with K). Exact for
-    the fixed spike-and-slab prior and the plain VAE's N(0, I); the pseudo-input prior weighs
-    its components by x, so it has no such bound here.
+    hard-spike posterior samples (one at a time, so memory does not grow with K), for every
+    prior: the fixed one, the plain VAE's N(0, I), and the learned priors as the mixtures
+    whose bound ``objective.eval_terms`` reports.
     """
-    if model.prior is not None:
-        raise ValueError("the importance-sampled bound needs the fixed prior or a Gaussian one")
     mu, logvar, spike_logit = model.encode(x)  # [B, L] each
+    prior = None if spike_logit is None else objective.prior_mixture(model, alpha)
 
     def log_weight(sample_key):  # [B]
         if spike_logit is None:
             z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(sample_key, mu.shape, mu.dtype)
         else:  # c is unused by the hard mask
             z = spike_slab.sample(sample_key, mu, logvar, spike_logit, c=1.0, mask="hard")
-        return -model.reconstruction_nll(z, x) + log_prior_over_posterior(z, mu, logvar, spike_logit, alpha)
+        return -model.reconstruction_nll(z, x) + log_prior_over_posterior(z, mu, logvar, spike_logit, prior)
 
     log_weights = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # [K, B]
     return math.log(num_samples) - jax.nn.logsumexp(log_weights, axis=0)
@@ -297,17 +308,19 @@ class Codes:
         return np.where(self.gamma > ACTIVE_THRESHOLD, self.mu, 0.0).astype(np.float32)
 
 
-def _batched(fn, images: np.ndarray, batch_size: int):
-    """``fn(i, batch)`` on fixed-size batches (the last zero-padded: one compilation); the
-    outputs ([batch_size, ...] leaves) trimmed of the padding and concatenated on the host."""
-    size = min(batch_size, len(images))
+def _batched(fn, arrays, batch_size: int):
+    """``fn(i, *batch)`` on fixed-size batches of ``arrays`` (a tuple of [N, ...] arrays; the
+    last batch zero-padded: one compilation); the outputs ([batch_size, ...] leaves) trimmed of
+    the padding and concatenated on the host."""
+    n = len(arrays[0])
+    size = min(batch_size, n)
     outputs = []
-    for i, start in enumerate(range(0, len(images), size)):
-        chunk = images[start:start + size]
-        real = len(chunk)
+    for i, start in enumerate(range(0, n, size)):
+        chunks = [a[start:start + size] for a in arrays]
+        real = len(chunks[0])
         if real < size:
-            chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(i, chunk)))
+            chunks = [np.concatenate([c, np.zeros((size - real, *c.shape[1:]), c.dtype)]) for c in chunks]
+        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(i, *chunks)))
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
@@ -319,13 +332,14 @@ def encode_images(graphdef, params, images: np.ndarray, batch_size: int) -> Code
         mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
         return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
 
-    mu, logvar, gamma = _batched(lambda i, x: encode(params, x), images, batch_size)
+    mu, logvar, gamma = _batched(lambda i, x: encode(params, x), (images,), batch_size)
     if gamma is None:  # plain VAE: every dimension active
         return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
     return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
 
 
-def elbo_terms(graphdef, params, config, images: np.ndarray, *, step: int) -> dict:
+def elbo_terms(graphdef, params, config, images: np.ndarray, labels: np.ndarray, *,
+               step: int) -> dict:
     """Per-sample ``objective.eval_terms`` ([N] each) at the training c of ``step``.
 
     Batches of ``config.train.eval_batch_size``; batch i uses ``fold_in(objective.eval_key(seed), i)``.
@@ -334,11 +348,11 @@ def elbo_terms(graphdef, params, config, images: np.ndarray, *, step: int) -> di
     alpha = config.objective.alpha
 
     @jax.jit
-    def terms(params, x, key):
-        return objective.eval_terms(nnx.merge(graphdef, params), x, key, c=c, alpha=alpha)
+    def terms(params, x, y, key):
+        return objective.eval_terms(nnx.merge(graphdef, params), x, y, key, c=c, alpha=alpha)
 
     key = objective.eval_key(config.seed)
-    return _batched(lambda i, x: terms(params, x, jax.random.fold_in(key, i)), images,
+    return _batched(lambda i, x, y: terms(params, x, y, jax.random.fold_in(key, i)), (images, labels),
                     config.train.eval_batch_size)
 
 
@@ -352,21 +366,38 @@ def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> 
                                      num_samples=num_samples)
 
     key = jax.random.fold_in(objective.eval_key(config.seed), num_samples)
-    return _batched(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), images,
+    return _batched(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), (images,),
                     config.train.eval_batch_size)
 
 
 # ----------------------------------------------------------------------------- the report
 
 
+BOUND_DEFINITIONS = {
+    "fixed": "exact negative ELBO under the fixed prior alpha N(0, 1) + (1 - alpha) delta(0)",
+    "class_mask": "-logsumexp_y(log p(y) + ELBO_y(x)), p(y) = 1/C: the class-mask prior as a "
+                  "mixture over classes, no label used",
+    "pseudo_inputs": "-logsumexp_k(log(1/K) + ELBO_k(x)): the pseudo-input prior as a uniform "
+                     "mixture of its K components (training uses the authors' x-dependent "
+                     "selector weights, which give no bound)",
+    "gaussian": "exact negative ELBO under N(0, I)",
+}
+
+
 def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray | None,
                   iw_samples: int) -> dict:
     mean = lambda name: float(np.mean(terms[name], dtype=np.float64))  # noqa: E731
-    pseudo = config.model.prior == "pseudo_inputs"
+    prior = config.model.prior
+    learned = prior in ("class_mask", "pseudo_inputs")
     return dict(
-        exact_neg_elbo=mean("exact"), recon=mean("recon"), slab_kl=mean("slab_kl"),
+        exact_neg_elbo=mean("exact"), bound_definition=BOUND_DEFINITIONS[prior],
+        recon=mean("recon"), slab_kl=mean("slab_kl"),
         spike_kl=mean("spike_kl") if spikes else None,
-        sparsity_term=mean("sparsity") if pseudo else None,
+        component_kl=mean("component_kl") if learned else None,
+        fixed_prior_exact_neg_elbo=mean("fixed_prior_exact") if spikes else None,
+        class_conditional_neg_elbo=mean("class_conditional_exact") if prior == "class_mask" else None,
+        regularisers=dict(sparsity=mean("sparsity"), class_prior_penalty=mean("class_prior_penalty"))
+        if learned else None,
         relaxed_neg_elbo=mean("relaxed") if spikes else None,
         leak=mean("leak") if spikes else None,
         c=float(objective.schedule_value(config.objective.c, step)) if spikes else None,
@@ -379,12 +410,18 @@ def _class_sections(codes: Codes, labels: np.ndarray, num_classes: int, pairs: i
     """The class-consistency and class-activation sections (None for a plain VAE)."""
     if not codes.spikes:
         return None, None
+    active = codes.gamma > ACTIVE_THRESHOLD  # [N, L]
+    freq = activation_frequency(codes.gamma, labels, num_classes)  # [C, L]
+    dims = shared_and_specific(freq)
+    not_global = np.setdiff1d(np.arange(active.shape[1]), dims["global_dims"])
     consistency = dict(
         leak=leak,
-        jaccard=jaccard_pairs(codes.gamma > ACTIVE_THRESHOLD, labels, num_pairs=pairs, seed=seed),
-        soft_jaccard=jaccard_pairs(codes.gamma, labels, num_pairs=pairs, seed=seed))
-    freq = activation_frequency(codes.gamma, labels, num_classes)  # [C, L]
-    activation = dict(leak=leak, frequency=freq.round(6).tolist(), **shared_and_specific(freq),
+        jaccard=jaccard_pairs(active, labels, num_pairs=pairs, seed=seed),
+        soft_jaccard=jaccard_pairs(codes.gamma, labels, num_pairs=pairs, seed=seed),
+        # Global dimensions raise different-class overlap by construction: the same Jaccard
+        # with them removed.
+        class_specific_jaccard=jaccard_pairs(active[:, not_global], labels, num_pairs=pairs, seed=seed))
+    activation = dict(leak=leak, frequency=freq.round(6).tolist(), **dims,
                       overlap=class_overlap(freq).round(6).tolist(),
                       overlap_definition=OVERLAP_DEFINITION)
     return consistency, activation
@@ -400,9 +437,6 @@ def _notes(config, spikes: bool, leak, iw_samples: int) -> list[str]:
         notes.append(f"leak {leak:.2f} nats > {LEAK_WARNING_NATS:g}: information passes through "
                      "dimensions whose spikes are off, so the sparsity and class-consistency "
                      "numbers are unreliable")
-    if iw_samples and config.model.prior == "pseudo_inputs":
-        notes.append("importance-sampled NLL bound skipped: it needs the fixed prior (or a "
-                     "Gaussian one); the pseudo-input prior weighs its components by x")
     return notes
 
 
@@ -428,15 +462,15 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     d = config.data
     dataset = data.load(d.source, d.name, split, data_dir=d.dir)
     train_set = dataset if split == "train" else data.load(d.source, d.name, "train", data_dir=d.dir)
-    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:])
+    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
+                                                       dataset.num_classes)
     params, step = state.params, int(jax.device_get(state.step))
     batch_size = config.train.eval_batch_size
 
-    terms = elbo_terms(graphdef, params, config, dataset.images, step=step)
+    terms = elbo_terms(graphdef, params, config, dataset.images, dataset.labels, step=step)
     codes = encode_images(graphdef, params, dataset.images, batch_size)
-    run_iw = iw_samples > 0 and config.model.prior != "pseudo_inputs"
-    iw = iw_bound(graphdef, params, config, dataset.images, iw_samples) if run_iw else None
-    elbo = _elbo_section(terms, config, step, codes.spikes, iw, iw_samples if run_iw else 0)
+    iw = iw_bound(graphdef, params, config, dataset.images, iw_samples) if iw_samples > 0 else None
+    elbo = _elbo_section(terms, config, step, codes.spikes, iw, iw_samples)
     leak = elbo["leak"]
     consistency, activation = _class_sections(codes, dataset.labels, dataset.num_classes, pairs,
                                               config.seed, leak)
@@ -456,8 +490,10 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
                           **linear_probe(probe_codes.probe_features, train_set.labels[probe_idx],
                                          codes.probe_features, dataset.labels)),
         notes=_notes(config, codes.spikes, leak, iw_samples))
+    model = nnx.merge(graphdef, params)
+    if config.model.prior == "class_mask":
+        results["class_masks"] = np.asarray(model.prior.masks()).round(6).tolist()  # [C, L]
     if make_plots:
-        model = nnx.merge(graphdef, params)
         results["plots"] = draw_plots(model, codes, dataset.labels, activation,
                                       os.path.join(workdir, "plots"), top_k=top_k)
     with open(results_path(workdir, split), "w") as f:
@@ -501,6 +537,11 @@ def draw_plots(model, codes: Codes, labels: np.ndarray, activation: dict | None,
         paths.append(plots.class_overlap_matrix(
             np.asarray(activation["overlap"]), os.path.join(plot_dir, "class_overlap.png"),
             title="class overlap: sum min(F_a, F_b) / sum max(F_a, F_b)"))
+    if getattr(model, "prior_kind", None) == "class_mask":
+        paths.append(plots.class_activation_heatmap(
+            np.asarray(model.prior.masks()), os.path.join(plot_dir, "class_masks.png"),
+            title="learned class masks: prior spike probability sigmoid(g_j + h_cj)",
+            what="prior probability"))
     return paths
 
 
@@ -533,9 +574,19 @@ def format_report(results: dict) -> str:
         f"ELBO (nats per sample; exact = hard spikes, relaxed at the training c={_num(e['c'], 'g')})",
         f"  exact -ELBO      {e['exact_neg_elbo']:9.2f}   recon {e['recon']:.2f}  slab KL "
         f"{e['slab_kl']:.2f}  spike KL {_num(e['spike_kl'])}"
-        + ("" if e["sparsity_term"] is None else f"  sparsity {e['sparsity_term']:.2f}"),
+        + ("" if e["component_kl"] is None else f"  component KL {e['component_kl']:.2f}"),
+        f"    = bound on -log p(x): {e['bound_definition']}",
         f"  relaxed -ELBO    {_num(e['relaxed_neg_elbo'], '9.2f')}   {leak}",
     ]
+    if m["prior"] in ("class_mask", "pseudo_inputs"):
+        r = e["regularisers"]
+        lines.append(f"  fixed-prior exact -ELBO {e['fixed_prior_exact_neg_elbo']:9.2f}   (same q and "
+                     f"decoder under the alpha prior)")
+        if e["class_conditional_neg_elbo"] is not None:
+            lines.append(f"  class-conditional -ELBO {e['class_conditional_neg_elbo']:9.2f}   (bound on "
+                         f"-log p(x | y), label given)")
+        lines.append(f"  regularisers (not in any bound): sparsity {r['sparsity']:.2f}, "
+                     f"class prior penalty {r['class_prior_penalty']:.2f}")
     if e["iw_nll"] is not None:
         lines.append(f"  IW NLL bound     {e['iw_nll']:9.2f}   (K={e['iw_samples']} hard-spike samples)")
     lines += ["", f"Sparsity ({leak})",
@@ -547,10 +598,10 @@ def format_report(results: dict) -> str:
         pairs = ("all pairs" if j["all_pairs"] else "sampled pairs") + \
             f": {j['same_pairs']:,} same-class, {j['different_pairs']:,} different-class"
         lines += ["", f"Class consistency ({leak}; {pairs})",
-                  f"  {'':14}{'same':>8}{'different':>11}{'ratio':>8}"]
-        for name in ("jaccard", "soft_jaccard"):
+                  f"  {'':24}{'same':>8}{'different':>11}{'ratio':>8}"]
+        for name in ("jaccard", "soft_jaccard", "class_specific_jaccard"):
             r = cc[name]
-            lines.append(f"  {name.replace('_', ' '):14}{_num(r['same'], '8.3f')}"
+            lines.append(f"  {name.replace('_', ' '):24}{_num(r['same'], '8.3f')}"
                          f"{_num(r['different'], '11.3f')}{_num(r['ratio'], '8.2f')}")
         if j["same_both_empty"] or j["different_both_empty"]:
             lines.append(f"  pairs with both active sets empty (Jaccard 1): "

@@ -1,4 +1,4 @@
-"""Flax NNX models: MLP and conv encoders/decoders, likelihoods, the pseudo-input prior.
+"""Flax NNX models: MLP and conv encoders/decoders, likelihoods, the learned priors.
 
 Images are ``[B, H, W, C]`` float in [0, 1]. An encoder returns the posterior heads
 ``(mu, logvar, spike_logit)``, each ``[B, L]`` (``spike_logit`` is None for the plain VAE);
@@ -18,7 +18,7 @@ from flax import nnx
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
-PRIORS = ("fixed", "pseudo_inputs", "gaussian")
+PRIORS = ("fixed", "class_mask", "pseudo_inputs", "gaussian")
 
 
 # ----------------------------------------------------------------------------- likelihoods
@@ -179,6 +179,39 @@ class PseudoInputPrior(nnx.Module):
         return jax.nn.softmax(jax.nn.log_sigmoid(a), axis=-1)
 
 
+# ----------------------------------------------------------------------------- class-mask prior
+
+
+class ClassMaskPrior(nnx.Module):
+    """Learned class-conditional spike prior: one row of spike logits per class.
+
+    ``logits[c, j] = shared[j] + offset[c, j]``: ``shared`` [L] holds what every class has in
+    common, ``offset`` [C, L] what is specific to class c (a penalty on ``offset`` in the loss
+    keeps it small; without one the rows are free). The slab prior stays N(0, 1). Initialised
+    at ``logit(alpha)`` for every class, i.e. the fixed prior. The encoder never sees the label:
+    a training sample's spike KL is taken to its class's row, and the generative model is the
+    mixture ``p(z) = sum_c p(c) p(z | c)`` with ``p(c) = 1 / C``.
+    """
+
+    def __init__(self, num_classes: int, latent_dim: int, alpha: float):
+        if num_classes < 1:
+            raise ValueError(f"the class-mask prior needs at least one class, got {num_classes}")
+        self.shared = nnx.Param(jnp.full((latent_dim,), math.log(alpha) - math.log1p(-alpha), jnp.float32))
+        self.offset = nnx.Param(jnp.zeros((num_classes, latent_dim), jnp.float32))
+
+    @property
+    def num_classes(self) -> int:
+        return self.offset.shape[0]
+
+    def logits(self) -> jax.Array:
+        """Spike logits of every class, [C, L]."""
+        return self.shared[...][None, :] + self.offset[...]
+
+    def masks(self) -> jax.Array:
+        """The learned class masks: prior spike probabilities sigmoid(logits), [C, L]."""
+        return jax.nn.sigmoid(self.logits())
+
+
 # ----------------------------------------------------------------------------- the model
 
 
@@ -190,15 +223,19 @@ class VSC(nnx.Module):
       latent_dim: L.
       architecture: "mlp" (hidden sizes ``hidden``) or "conv" (base width ``conv_channels``).
       likelihood: "bernoulli" (pixels in [0, 1]) or "gaussian" (learned per-pixel variance).
-      prior: "fixed" (spike-and-slab with spike probability alpha), "pseudo_inputs" (learned
-        prior with ``num_pseudo_inputs`` components) or "gaussian" (a plain VAE: no spikes).
+      prior: "fixed" (spike-and-slab with spike probability alpha), "class_mask" (learned
+        spike logits per class, :class:`ClassMaskPrior`), "pseudo_inputs" (learned prior with
+        ``num_pseudo_inputs`` components) or "gaussian" (a plain VAE: no spikes).
+      num_classes: C, needed by the class-mask prior.
+      alpha: prior spike probability; the class-mask prior starts there.
       dtype: compute dtype of matmuls and activations ("float32" or "bfloat16").
     """
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int, *, architecture: str = "mlp",
                  hidden: Sequence[int] = (400,), conv_channels: int = 32,
                  likelihood: str = "bernoulli", prior: str = "fixed", num_pseudo_inputs: int = 10,
-                 pseudo_sharpness: float = 10.0, dtype: str = "float32", rngs: nnx.Rngs):
+                 pseudo_sharpness: float = 10.0, num_classes: int = 0, alpha: float = 0.01,
+                 dtype: str = "float32", rngs: nnx.Rngs):
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; expected one of {PRIORS}")
         if architecture not in ARCHITECTURES:
@@ -219,8 +256,12 @@ class VSC(nnx.Module):
             self.encoder = ConvEncoder(image_shape, conv_channels, latent_dim, num_heads,
                                        dtype=compute, rngs=rngs)
             self.decoder = ConvDecoder(latent_dim, image_shape, conv_channels, k, dtype=compute, rngs=rngs)
-        self.prior = (PseudoInputPrior(image_shape, num_pseudo_inputs, pseudo_sharpness, rngs=rngs)
-                      if prior == "pseudo_inputs" else None)
+        if prior == "pseudo_inputs":
+            self.prior = PseudoInputPrior(image_shape, num_pseudo_inputs, pseudo_sharpness, rngs=rngs)
+        elif prior == "class_mask":
+            self.prior = ClassMaskPrior(num_classes, latent_dim, alpha)
+        else:
+            self.prior = None
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         """Posterior heads (mu, logvar, spike_logit), each [B, L]; spike_logit None for a VAE."""
@@ -246,8 +287,9 @@ class VSC(nnx.Module):
         return jax.nn.sigmoid(out[0]) if self.likelihood == "bernoulli" else out[0]
 
 
-def build_model(model_config, image_shape: Sequence[int], *, seed: int) -> VSC:
-    """A VSC model from the ``config.model`` block and the data's image shape."""
+def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, alpha: float,
+                seed: int) -> VSC:
+    """A VSC model from the ``config.model`` block, the data's image shape and class count."""
     return VSC(
         image_shape,
         model_config.latent_dim,
@@ -258,6 +300,8 @@ def build_model(model_config, image_shape: Sequence[int], *, seed: int) -> VSC:
         prior=model_config.prior,
         num_pseudo_inputs=model_config.num_pseudo_inputs,
         pseudo_sharpness=model_config.pseudo_sharpness,
+        num_classes=num_classes,
+        alpha=alpha,
         dtype=model_config.dtype,
         rngs=nnx.Rngs(params=seed),
     )

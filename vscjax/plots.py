@@ -141,8 +141,11 @@ def latent_traversals(decode, codes: np.ndarray, dims: np.ndarray, centres: np.n
 
 
 def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,
-                             min_freq: float = 0.1) -> str:
-    """Save the per-class activation frequency F [C, L] as a classes x dimensions heatmap.
+                             min_freq: float = 0.1,
+                             title: str = "fraction of each class's samples with gamma_j > 0.5",
+                             what: str = "F") -> str:
+    """Save the per-class activation frequency F [C, L] (or any [C, L] values in [0, 1], such
+    as the learned class masks, named ``what``) as a classes x dimensions heatmap.
 
     Only dimensions with ``F >= min_freq`` for some class are drawn, ordered by hierarchical
     clustering (average linkage) of their F columns, so dimensions active for the same
@@ -153,8 +156,8 @@ def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,
     kept = kept[_cluster_order(freq[:, kept].T)]
     fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
     if not len(kept):
-        ax.text(0.5, 0.5, f"no dimension is active (gamma > 0.5) in a fraction >= {min_freq:g}\n"
-                "of the samples of any class", ha="center", va="center", fontsize=8)
+        ax.text(0.5, 0.5, f"no dimension has {what} >= {min_freq:g} for any class",
+                ha="center", va="center", fontsize=8)
         ax.axis("off")
         return _save(fig, path)
     image = ax.imshow(freq[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
@@ -165,9 +168,9 @@ def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,
         ax.set_xticks(np.arange(len(kept)), [str(j) for j in kept], fontsize=5, rotation=90)
     else:
         ax.set_xticks([])
-    ax.set_xlabel(f"{len(kept)} of {freq.shape[1]} dimensions (F >= {min_freq:g} for some class; "
+    ax.set_xlabel(f"{len(kept)} of {freq.shape[1]} dimensions ({what} >= {min_freq:g} for some class; "
                   "clustered)", fontsize=7)
-    ax.set_title("fraction of each class's samples with gamma_j > 0.5", fontsize=8)
+    ax.set_title(title, fontsize=8)
     return _save(fig, path)
 
 

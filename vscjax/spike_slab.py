@@ -92,10 +92,14 @@ def sample(
     Returns:
       z: [..., L].
     """
-    key_eta, key_eps = jax.random.split(key)
-    eta = jax.random.uniform(key_eta, mu.shape, mu.dtype)
-    eps = jax.random.normal(key_eps, mu.shape, mu.dtype)
+    eta, eps = noise(key, mu.shape, mu.dtype)
     return sample_from_noise(eta, eps, mu, logvar, spike_logit, c=c, mask=mask)
+
+
+def noise(key: jax.Array, shape, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """The noise of one sample: ``eta ~ U(0, 1)`` and ``eps ~ N(0, 1)``, each of ``shape``."""
+    key_eta, key_eps = jax.random.split(key)
+    return jax.random.uniform(key_eta, shape, dtype), jax.random.normal(key_eps, shape, dtype)
 
 
 def slab_kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar) -> jax.Array:
@@ -139,6 +143,53 @@ def kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar, prior_spike_log
     return slab_kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar) + spike_kl_to_prior(
         spike_logit, prior_spike_logit
     )
+
+
+def spike_kl_to_components(spike_logit: jax.Array, prior_logits: jax.Array) -> jax.Array:
+    """``sum_j KL(Bern(gamma_j) || Bern(sigmoid(prior_logits[k, j])))`` for every component k.
+
+    Written as ``-H(gamma) - gamma . log p_k - (1 - gamma) . log(1 - p_k)``: two [..., L] x
+    [L, K] matmuls (at full float32 precision) instead of a [..., K, L] array, so it stays
+    cheap at large L.
+
+    Args:
+      spike_logit: posterior spike logits, [..., L].
+      prior_logits: prior spike logits of K components, [K, L].
+
+    Returns:
+      [..., K].
+    """
+    gamma, one_minus_gamma = jax.nn.sigmoid(spike_logit), jax.nn.sigmoid(-spike_logit)
+    neg_entropy = jnp.sum(gamma * jax.nn.log_sigmoid(spike_logit)
+                          + one_minus_gamma * jax.nn.log_sigmoid(-spike_logit), axis=-1)  # [...]
+    highest = jax.lax.Precision.HIGHEST
+    cross = (jnp.matmul(gamma, jax.nn.log_sigmoid(prior_logits).T, precision=highest)
+             + jnp.matmul(one_minus_gamma, jax.nn.log_sigmoid(-prior_logits).T, precision=highest))
+    return neg_entropy[..., None] - cross  # [..., K]
+
+
+def mixture_kl_parts(slab_kl: jax.Array, spike_kl: jax.Array, log_weights: jax.Array):
+    """The KL part of the ELBO of a mixture prior ``p(z) = sum_k w_k p_k(z)``, in three parts.
+
+    With the per-component ELBOs ``ELBO_k = E_q[log p(x | z)] - KL(q || p_k)``,
+    ``log p(x) >= logsumexp_k(log w_k + ELBO_k)``, so ``-log p(x) <= recon + K`` with
+    ``K = -logsumexp_k(log w_k - KL_k)``. Writing ``r = softmax_k(log w_k - KL_k)`` (the
+    posterior over components), ``K = sum_k r_k slab_k + sum_k r_k spike_k + KL(r || w)``.
+
+    Args:
+      slab_kl, spike_kl: per-component KLs, [B, K] (they broadcast).
+      log_weights: log w_k, [K] (normalised).
+
+    Returns:
+      (slab, spike, component), each [B]; their sum is ``K``.
+    """
+    total = slab_kl + spike_kl  # [B, K]
+    log_r = jax.nn.log_softmax(log_weights - total, axis=-1)  # [B, K], finite
+    r = jnp.exp(log_r)
+    slab = jnp.sum(r * jnp.broadcast_to(slab_kl, total.shape), axis=-1)
+    spike = jnp.sum(r * jnp.broadcast_to(spike_kl, total.shape), axis=-1)
+    component = jnp.sum(r * (log_r - log_weights), axis=-1)
+    return slab, spike, component
 
 
 def alpha_logit(alpha) -> jax.Array:

@@ -33,9 +33,11 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Grad
     return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam) if opt.grad_clip_norm > 0 else adam
 
 
-def initial_state(config: ml_collections.ConfigDict, image_shape: Sequence[int]):
-    """(graphdef, TrainState at step 0, optimizer) of ``config`` for images of ``image_shape``."""
-    model = build_model(config.model, image_shape, seed=config.seed)
+def initial_state(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int):
+    """(graphdef, TrainState at step 0, optimizer) of ``config`` for images of ``image_shape``
+    in ``num_classes`` classes."""
+    model = build_model(config.model, image_shape, num_classes, alpha=config.objective.alpha,
+                        seed=config.seed)
     graphdef, params = nnx.split(model)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.int32(0),

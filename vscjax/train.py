@@ -83,17 +83,18 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
 
 
 def make_eval_step(graphdef, objective_config) -> Callable:
-    """``(params, images [B,H,W,C], weights [B], key, step) -> sums`` of the eval terms.
+    """``(params, images [B,H,W,C], labels [B], weights [B], key, step) -> sums`` of the eval
+    terms.
 
     Sums are weighted by ``weights`` (0 for the padding of the last batch); the relaxed ELBO
     uses the training c at ``step``.
     """
 
-    def eval_step(params, images, weights, key, step):
+    def eval_step(params, images, labels, weights, key, step):
         model = nnx.merge(graphdef, params)
         c = objective.schedule_value(objective_config.c, step)
-        terms = objective.eval_terms(model, images, key, c=c, alpha=objective_config.alpha)
-        return {k: jnp.sum(weights * v) for k, v in terms.items()}
+        terms = objective.eval_terms(model, images, labels, key, c=c, alpha=objective_config.alpha)
+        return {k: jnp.sum(jnp.where(weights > 0, weights * v, 0.0)) for k, v in terms.items()}
 
     return eval_step
 
@@ -114,7 +115,7 @@ class Trainer:
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
-        self.graphdef, state, self.tx = initial_state(config, self.image_shape)
+        self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.key = jax.random.key(config.seed)
@@ -127,7 +128,7 @@ class Trainer:
         self.eval_step = jax.jit(
             make_eval_step(self.graphdef, config.objective),
             in_shardings=(self.replicated, self.batch_sharding, self.batch_sharding,
-                          self.replicated, self.replicated),
+                          self.batch_sharding, self.replicated, self.replicated),
             out_shardings=self.replicated)
 
     def model(self, state: TrainState) -> VSC:
@@ -156,12 +157,15 @@ class Trainer:
         totals = None
         for i, start in enumerate(range(0, n, size)):
             images = dataset.images[start:start + size]
+            labels = dataset.labels[start:start + size]
             weights = np.ones(len(images), np.float32)
             pad = size - len(images)
             if pad:
                 images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+                labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
                 weights = np.concatenate([weights, np.zeros(pad, np.float32)])
-            sums = self.eval_step(state.params, images, weights, jax.random.fold_in(key, i), state.step)
+            sums = self.eval_step(state.params, images, labels, weights, jax.random.fold_in(key, i),
+                                  state.step)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
         means = {k: float(v) / n for k, v in jax.device_get(totals).items()}
         return {"exact_neg_elbo": means.pop("exact"), "relaxed_neg_elbo": means.pop("relaxed"), **means}

@@ -1,0 +1,130 @@
+"""Hyperparameter sweeps on the validation split: train each setting, evaluate it, tabulate.
+
+    python reports/sweep.py --config configs/mnist_vsc.py --root workdir/sweeps/vsc_c \
+        --set objective.c.value=1,3,10,25,50,100 [--set objective.alpha=0.01,0.05] \
+        [--fixed train.num_steps=10000] [--out reports/sweeps/vsc_c.md]
+
+Every combination of the ``--set`` values is trained with ``train.py``'s loop into
+``<root>/<key=value,...>`` (a finished run is reused, an interrupted one resumes) and
+evaluated with ``vscjax.evaluate`` on the **validation** split (``eval_validation.json``),
+never on the test set. The table lists, per setting, the model's own bound on -log p(x), the
+fixed-prior exact ELBO, the leak, active dimensions, Jaccard same / different, global and
+class-specific dimensions and the linear probe, best bound first; ``--out`` writes it as
+Markdown (and the rows as JSON beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from vscjax import evaluate, train  # noqa: E402
+from vscjax.config import load_file  # noqa: E402
+
+
+def parse_value(text: str):
+    """A command-line value as int, float, bool or str (in that order of preference)."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def parse_assignments(items: list[str], *, multi: bool) -> dict:
+    """``["a.b=1,2", ...]`` -> {"a.b": [1, 2]} (or {"a.b": 1} when not ``multi``)."""
+    out = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep:
+            raise SystemExit(f"sweep.py: expected key=value, got {item!r}")
+        parsed = [parse_value(v) for v in values.split(",")] if multi else parse_value(values)
+        out[key] = parsed
+    return out
+
+
+def settings(grid: dict) -> list[dict]:
+    """Every combination of the grid's values, as dotted-key overrides."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def run_name(setting: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in setting.items()) or "base"
+
+
+def row(name: str, results: dict) -> dict:
+    """The table's columns from an eval_validation.json."""
+    e, s = results["elbo"], results["sparsity"]
+    cc, act, probe = results["class_consistency"], results["class_activation"], results["linear_probe"]
+    jac = cc["jaccard"] if cc else {}
+    spec = act["specific_count"] if act else []
+    return dict(setting=name, bound=e["exact_neg_elbo"], fixed_prior_elbo=e["fixed_prior_exact_neg_elbo"],
+                leak=e["leak"], expected_active=s["expected_active"], active=s["active_count"],
+                jaccard_same=jac.get("same"), jaccard_different=jac.get("different"),
+                num_global=act["num_global"] if act else None,
+                classes_with_specific=sum(1 for n in spec if n) if act else None,
+                probe=probe["accuracy"])
+
+
+def _fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| setting | bound on -log p(x) | fixed-prior ELBO | leak | expected active | "
+             "active | Jaccard same / diff | global dims | classes with a specific dim | probe |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']} | {r['bound']:.2f} | {_fmt(r['fixed_prior_elbo'], '.2f')} | "
+            f"{_fmt(r['leak'], '.2f')} | {r['expected_active']:.1f} | {r['active']:.1f} | "
+            f"{_fmt(r['jaccard_same'], '.3f')} / {_fmt(r['jaccard_different'], '.3f')} | "
+            f"{_fmt(r['num_global'], 'd')} | {_fmt(r['classes_with_specific'], 'd')} | "
+            f"{100 * r['probe']:.1f}% |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="base config file")
+    parser.add_argument("--root", required=True, help="folder of the runs' workdirs")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a swept key and its values (repeat for a grid)")
+    parser.add_argument("--fixed", action="append", default=[], metavar="KEY=V",
+                        help="an override applied to every run")
+    parser.add_argument("--out", default="", help="write the table here (Markdown; rows as .json)")
+    args = parser.parse_args(argv)
+    fixed = parse_assignments(args.fixed, multi=False)
+    rows = []
+    for setting in settings(parse_assignments(args.set, multi=True)):
+        name = run_name(setting)
+        workdir = os.path.join(args.root, name)
+        config = load_file(args.config, {**fixed, **setting})
+        summary = train.run(config, workdir)
+        if "interrupted_at_step" in summary:
+            raise SystemExit(f"sweep.py: {name} interrupted; rerun to resume")
+        results = evaluate.evaluate_workdir(workdir, split="validation", make_plots=False)
+        rows.append(row(name, results))
+        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    rows.sort(key=lambda r: r["bound"])
+    table = markdown(rows)
+    print(table)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(f"Validation split. `python reports/sweep.py {' '.join(argv or sys.argv[1:])}`\n\n"
+                    + table + "\n")
+        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
