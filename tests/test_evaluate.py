@@ -119,6 +119,21 @@ def test_activation_frequency_needs_every_class():
         evaluate.activation_frequency(np.ones((3, 2)), np.array([0, 0, 2]), 3)
 
 
+def test_factor_rows_traverse_global_dims_on_every_class_and_each_class_own_dim():
+    freq = np.array([[0.9, 0.8, 0.0, 0.0],
+                     [0.7, 0.9, 0.6, 0.0],
+                     [0.8, 0.6, 0.0, 0.0]])  # dims 0, 1 global; dim 2 specific to class 1
+    activation = dict(frequency=freq.tolist(), **evaluate.shared_and_specific(freq))
+    labels = np.array([2, 0, 1, 1, 0, 2])
+    gamma = np.zeros((6, 4))
+    gamma[3, 2] = 0.9  # the first class-1 image with dim 2 active is sample 3
+    codes = evaluate.Codes(mu=np.zeros((6, 4)), logvar=np.zeros((6, 4)), gamma=gamma, spikes=True)
+    rows = evaluate.factor_rows(codes, labels, activation, max_global=1)
+    # dim 0 (smallest class frequency 0.7) beats dim 1 (0.6); one image of each class.
+    assert [(i, j) for i, j, _ in rows] == [(1, 0), (2, 0), (0, 0), (3, 2)]
+    assert rows[-1][2] == "class 1 dim 2 (F 0.60)"
+
+
 def test_class_overlap_is_symmetric_with_ones_on_the_diagonal():
     freq = np.array([[1.0, 0.5, 0.0], [0.5, 0.5, 1.0], [0.0, 0.0, 0.0], [0.3, 0.0, 0.7]])
     overlap = evaluate.class_overlap(freq)

@@ -517,23 +517,58 @@ def top_dims(codes: Codes, index: int, k: int) -> np.ndarray:
     return np.lexsort((-slab_kl, -codes.gamma[index]))[:k]
 
 
+def factor_rows(codes: Codes, labels: np.ndarray, activation: dict, *,
+                max_global: int = 2) -> list[tuple[int, int, str]]:
+    """(sample, dimension, row label) for traversals of shared and class-specific factors.
+
+    Global dimensions (the ``max_global`` with the largest smallest-class frequency): traversed
+    on one image of every class. Class-specific dimensions: for each class, its most frequent
+    specific dimension, traversed on the first image of the class where it is active.
+    """
+    freq = np.asarray(activation["frequency"])  # [C, L]
+    rows = []
+    global_dims = sorted(activation["global_dims"], key=lambda j: -freq[:, j].min())[:max_global]
+    for j in global_dims:
+        for c in range(freq.shape[0]):
+            i = int(np.argmax(labels == c))
+            rows.append((i, j, f"global dim {j}, class {c}"))
+    for c, dims in enumerate(activation["specific_dims"]):
+        if not dims:
+            continue
+        j = max(dims, key=lambda d: freq[c, d])
+        candidates = np.flatnonzero((labels == c) & (codes.gamma[:, j] > ACTIVE_THRESHOLD))
+        i = int(candidates[0]) if len(candidates) else int(np.argmax(labels == c))
+        rows.append((i, j, f"class {c} dim {j} (F {freq[c, j]:.2f})"))
+    return rows
+
+
+def _traversal(model, codes: Codes, rows, path: str, title: str) -> str:
+    index, dims = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+    return plots.latent_traversals(
+        lambda z: model.mean_image(jnp.asarray(z)), codes.mean_code[index], dims,
+        codes.mu[index, dims], path, row_labels=[r[2] for r in rows], title=title)
+
+
 def draw_plots(model, codes: Codes, labels: np.ndarray, activation: dict | None, plot_dir: str,
                *, top_k: int = 3) -> list[str]:
-    """Latent traversals (always) and, with spikes, the class activation heatmap and the
-    class overlap matrix, into ``plot_dir``. Returns the paths written."""
+    """Latent traversals (always) and, with spikes, the class activation heatmap, the class
+    overlap matrix, traversals of the global and class-specific dimensions (where there are
+    any) and the learned class masks (class-mask prior), into ``plot_dir``. Returns the paths
+    written."""
     exemplars = [int(np.argmax(labels == c)) for c in np.unique(labels)]  # first sample per class
-    rows = [(i, j) for i in exemplars for j in top_dims(codes, i, top_k)]  # (sample, dim)
-    index, dims = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-    row_labels = [f"class {labels[i]} dim {j} (γ {codes.gamma[i, j]:.2f})" if codes.spikes
-                  else f"class {labels[i]} dim {j}" for i, j in rows]
-    paths = [plots.latent_traversals(
-        lambda z: model.mean_image(jnp.asarray(z)), codes.mean_code[index], dims,
-        codes.mu[index, dims], os.path.join(plot_dir, "latent_traversals.png"),
-        row_labels=row_labels,
-        title=f"top-{top_k} dimensions of one test image per class: mu + offset, spike on")]
+    rows = [(i, j, f"class {labels[i]} dim {j} (γ {codes.gamma[i, j]:.2f})" if codes.spikes
+             else f"class {labels[i]} dim {j}")
+            for i in exemplars for j in top_dims(codes, i, top_k)]  # (sample, dim, label)
+    paths = [_traversal(model, codes, rows, os.path.join(plot_dir, "latent_traversals.png"),
+                        f"top-{top_k} dimensions of one image per class: mu + offset, spike on")]
     if activation is not None:
         freq = np.asarray(activation["frequency"])
         paths.append(plots.class_activation_heatmap(freq, os.path.join(plot_dir, "class_activation.png")))
+        factors = factor_rows(codes, labels, activation)
+        if factors:
+            paths.append(_traversal(model, codes, factors, os.path.join(plot_dir, "factor_traversals.png"),
+                                    "global dimensions (on every class) and each class's most frequent "
+                                    "specific dimension: mu + offset, spike on"))
         paths.append(plots.class_overlap_matrix(
             np.asarray(activation["overlap"]), os.path.join(plot_dir, "class_overlap.png"),
             title="class overlap: sum min(F_a, F_b) / sum max(F_a, F_b)"))
