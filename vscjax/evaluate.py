@@ -5,16 +5,21 @@
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
-and draws pictures into ``W/plots/``. The words follow DESIGN.md, "Metrics":
+and draws pictures into ``W/plots/``. The words follow docs/design.md, "Metrics":
 
-* **ELBO**: exact negative ELBO (hard spikes) split into recon, slab KL, spike KL (and the
-  sparsity term of the pseudo-input prior); the relaxed one at the training c (the final value
-  of the c schedule); leak = exact - relaxed. The noise is a fixed function of the config's
-  seed, the same as the trainer's evaluation, so these match ``summary.json``.
+* **ELBO**: every model's own exact bound on -log p(x) (hard spikes; for the learned priors
+  the logsumexp over the mixture's components, no label used) split into recon, slab KL, spike
+  KL and component KL; the fixed-prior exact ELBO of the same q and decoder; the class-mask
+  prior's label-given bound on -log p(x | y); the regularisers apart, never inside a bound.
+  For models trained on the relaxed sample, the relaxed ELBO at the training c (the final
+  value of the c schedule) and the leak = exact - relaxed; for straight-through models the
+  leak is not applicable (null). The noise is a fixed function of the config's seed, the same
+  as the trainer's evaluation, so on the validation split these match ``summary.json``.
 * **sparsity**: expected active dims (mean of sum_j gamma_j), active count (mean #{gamma_j > 0.5}).
 * **class consistency**: Jaccard of active sets A = {j: gamma_j > 0.5} (1 when both are empty)
   and soft Jaccard sum_j min / sum_j max of gamma, means over same-class and different-class
-  pairs, and their ratio (:func:`jaccard_pairs` says which pairs).
+  pairs, and their ratio (:func:`jaccard_pairs` says which pairs); the class-specific Jaccard
+  is the Jaccard with the global dimensions removed.
 * **class activation**: F[c, j], the fraction of class c's samples with gamma_j > 0.5; global
   and class-specific dimensions; the class overlap matrix (:func:`class_overlap`).
 * **linear probe**: logistic regression on gamma * mu of seeded training images.
@@ -48,7 +53,7 @@ from vscjax import checkpoints, data, objective, plots, spike_slab
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
 PROBE_KEY_SALT = 0xB0BE  # seeds the choice of the probe's training images
-LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this (DESIGN.md)
+LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this
 ALL_PAIRS_LIMIT = 2_000_000  # jaccard_pairs scores every pair up to this many, else samples
 PAIR_CHUNK_ELEMENTS = 1 << 22  # pairs x L values held at once while scoring pairs
 OVERLAP_DEFINITION = "soft Jaccard of class activation frequencies: sum_j min(F_a, F_b) / sum_j max(F_a, F_b)"
@@ -389,6 +394,9 @@ def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray |
     mean = lambda name: float(np.mean(terms[name], dtype=np.float64))  # noqa: E731
     prior = config.model.prior
     learned = prior in ("class_mask", "pseudo_inputs")
+    # The leak means something only for a model trained on the relaxed sample: a model trained
+    # on hard spikes (straight-through) has nowhere to hide information.
+    relaxed_training = spikes and config.objective.mask == "relaxed"
     return dict(
         exact_neg_elbo=mean("exact"), bound_definition=BOUND_DEFINITIONS[prior],
         recon=mean("recon"), slab_kl=mean("slab_kl"),
@@ -398,8 +406,8 @@ def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray |
         class_conditional_neg_elbo=mean("class_conditional_exact") if prior == "class_mask" else None,
         regularisers=dict(sparsity=mean("sparsity"), class_prior_penalty=mean("class_prior_penalty"))
         if learned else None,
-        relaxed_neg_elbo=mean("relaxed") if spikes else None,
-        leak=mean("leak") if spikes else None,
+        relaxed_neg_elbo=mean("relaxed") if relaxed_training else None,
+        leak=mean("leak") if relaxed_training else None,
         c=float(objective.schedule_value(config.objective.c, step)) if spikes else None,
         iw_nll=None if iw is None else float(np.mean(iw, dtype=np.float64)),
         iw_samples=iw_samples)
@@ -433,6 +441,10 @@ def _notes(config, spikes: bool, leak, iw_samples: int) -> list[str]:
         notes.append("plain VAE (Gaussian prior): no spikes; every dimension counts as active "
                      "(gamma = 1); spike KL, relaxed ELBO, leak, Jaccard and class activation are "
                      "not applicable (null); the probe reads mu")
+    if spikes and config.objective.mask != "relaxed":
+        notes.append(f"trained on hard spikes ({config.objective.mask}): no information can pass "
+                     "through a dimension whose spike is off, so the leak (exact - relaxed ELBO) "
+                     "is not applicable")
     if leak is not None and leak > LEAK_WARNING_NATS:
         notes.append(f"leak {leak:.2f} nats > {LEAK_WARNING_NATS:g}: information passes through "
                      "dimensions whose spikes are off, so the sparsity and class-consistency "
