@@ -119,6 +119,10 @@ def test_class_mask_bound_equals_float64_logsumexp_over_classes():
     np.testing.assert_allclose(got["sparsity"], sparsity[labels], rtol=1e-4)
     offset = np.asarray(model.prior.offset[...], np.float64)
     np.testing.assert_allclose(got["class_prior_penalty"], np.sum(offset**2, -1)[labels], rtol=1e-5)
+    shared = np.asarray(model.prior.shared[...], np.float64)
+    excess = np.maximum(prior_p - 1 / (1 + np.exp(-shared)), 0)  # [C, L]
+    pairs = sum(np.sum(excess[a] * excess[b]) for a in range(num_classes) for b in range(a + 1, num_classes))
+    np.testing.assert_allclose(got["class_exclusivity"], np.full(16, pairs), rtol=1e-4)
     # The mixture bound is never worse than the best single class plus log C.
     assert np.all(bound <= recon + slab + spike.min(-1) + np.log(num_classes) + 1e-6)
 
