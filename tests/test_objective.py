@@ -119,12 +119,22 @@ def test_class_mask_bound_equals_float64_logsumexp_over_classes():
     np.testing.assert_allclose(got["sparsity"], sparsity[labels], rtol=1e-4)
     offset = np.asarray(model.prior.offset[...], np.float64)
     np.testing.assert_allclose(got["class_prior_penalty"], np.sum(offset**2, -1)[labels], rtol=1e-5)
-    shared = np.asarray(model.prior.shared[...], np.float64)
-    excess = np.maximum(prior_p - 1 / (1 + np.exp(-shared)), 0)  # [C, L]
-    pairs = sum(np.sum(excess[a] * excess[b]) for a in range(num_classes) for b in range(a + 1, num_classes))
-    np.testing.assert_allclose(got["class_exclusivity"], np.full(16, pairs), rtol=1e-4)
+    pairs = sum(prior_p[a] * prior_p[b] for a in range(num_classes) for b in range(a + 1, num_classes))  # [L]
+    sharing = np.sum((1 - np.prod(prior_p, 0) ** (1 / num_classes)) * pairs)
+    np.testing.assert_allclose(got["partial_sharing"], np.full(16, sharing), rtol=1e-4)
     # The mixture bound is never worse than the best single class plus log C.
     assert np.all(bound <= recon + slab + spike.min(-1) + np.log(num_classes) + 1e-6)
+
+
+def test_partial_sharing_spares_class_specific_and_global_dimensions():
+    big = 30.0  # logits of probability ~1 and ~0
+    specific = np.full((4, 3), -big)
+    specific[[0, 1, 3], [0, 1, 2]] = big  # each dimension used by one class
+    assert float(objective.partial_sharing(jnp.asarray(specific, jnp.float32))) < 1e-6
+    assert float(objective.partial_sharing(jnp.full((4, 3), big, jnp.float32))) < 1e-6  # global
+    partial = np.full((4, 1), -big)
+    partial[:2] = big  # two of four classes share the dimension
+    assert float(objective.partial_sharing(jnp.asarray(partial, jnp.float32))) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_pseudo_input_bound_equals_float64_uniform_mixture():

@@ -70,7 +70,7 @@ def base_config() -> ml_collections.ConfigDict:
         align_reduce_dims="sum",  # JSD summed over dimensions (the paper), or "mean" (sum / L)
         sparsity_weight=1.0,  # weight of the learned priors' sparsity term (a regulariser)
         class_prior_penalty=0.0,  # weight of sum_j offset[y, j]^2 (class-mask prior; regulariser)
-        class_exclusivity=0.0,  # weight of objective.class_exclusivity (class-mask prior; regulariser)
+        partial_sharing=0.0,  # weight of objective.partial_sharing (class-mask prior; regulariser)
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-3,
@@ -150,7 +150,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_choice("objective.mask", o.mask, spike_slab.MASKS)
     _check_choice("objective.align_mode", o.align_mode, ALIGN_MODES)
     _check_choice("objective.align_reduce_dims", o.align_reduce_dims, alignment.REDUCTIONS)
-    for key in ("sparsity_weight", "class_prior_penalty", "class_exclusivity"):
+    for key in ("sparsity_weight", "class_prior_penalty", "partial_sharing"):
         if o[key] < 0:
             _fail(f"objective.{key}", f"must be >= 0, got {o[key]}")
     if o.align_mode != "off" and m.prior == "gaussian":

@@ -98,38 +98,38 @@ def _labels_gather(per_class: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.take(per_class, labels, axis=0, mode="clip")
 
 
-def class_exclusivity(shared: jax.Array, offset: jax.Array) -> jax.Array:
-    """How much the classes raise the same dimensions above their shared level, a scalar.
+def partial_sharing(logits: jax.Array) -> jax.Array:
+    """How much the class masks share dimensions without sharing them with every class, a scalar.
 
-    ``e[c, j] = max(sigmoid(shared_j + offset_cj) - sigmoid(shared_j), 0)`` is the prior spike
-    probability class c adds to dimension j; the exclusivity is ``sum_j sum_{c < c'} e_cj e_c'j``:
-    0 when every dimension is raised by at most one class (a dimension all classes use belongs
-    in ``shared``), growing as classes share their specific dimensions.
+    With ``p[c, j] = sigmoid(logits[c, j])``: ``sum_j (1 - gbar_j) sum_{c < c'} p_cj p_c'j``, where
+    ``gbar_j`` is the geometric mean of ``p[:, j]`` over the classes. 0 for a dimension that at
+    most one class uses (class-specific) and for one that every class uses (global,
+    ``gbar_j = 1``); largest for a dimension some classes share and others do not.
 
     Args:
-      shared: [L] shared logits; offset: [C, L] class offsets.
+      logits: the class-mask prior's spike logits, [C, L].
     """
-    base = jax.nn.sigmoid(shared)  # [L]
-    excess = jnp.maximum(jax.nn.sigmoid(shared[None, :] + offset) - base, 0.0)  # [C, L]
-    total = jnp.sum(excess, axis=0)  # [L]
-    return 0.5 * jnp.sum(jnp.square(total) - jnp.sum(jnp.square(excess), axis=0))
+    p = jax.nn.sigmoid(logits)  # [C, L]
+    pairs = 0.5 * (jnp.square(jnp.sum(p, axis=0)) - jnp.sum(jnp.square(p), axis=0))  # [L]
+    geometric_mean = jnp.exp(jnp.mean(jax.nn.log_sigmoid(logits), axis=0))  # [L]
+    return jnp.sum((1.0 - geometric_mean) * pairs)
 
 
 def _class_mask_regularisers(prior, labels, alpha) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(sparsity, offset penalty, exclusivity) per sample, [B] each, of the class-mask prior.
+    """(sparsity, offset penalty, partial sharing) per sample, [B] each, of the class-mask prior.
 
     sparsity: ``L * KL(Bern(rho_y) || Bern(alpha))`` with ``rho_y`` the mean prior spike
-    probability of the sample's class; penalty: ``sum_j offset[y, j]^2``; exclusivity:
-    :func:`class_exclusivity`, the same for every sample.
+    probability of the sample's class; penalty: ``sum_j offset[y, j]^2``; partial sharing:
+    :func:`partial_sharing`, the same for every sample.
     """
     logits = prior.logits()  # [C, L]
     rho = jnp.mean(jax.nn.sigmoid(logits), axis=-1)  # [C]
     rho_logit = jnp.log(rho) - jnp.log1p(-rho)
     sparsity = logits.shape[-1] * spike_slab.spike_kl_to_prior(rho_logit[:, None], spike_slab.alpha_logit(alpha))
     penalty = jnp.sum(jnp.square(prior.offset[...]), axis=-1)  # [C]
-    exclusivity = class_exclusivity(prior.shared[...], prior.offset[...])
+    sharing = partial_sharing(logits)
     return (_labels_gather(sparsity, labels), _labels_gather(penalty, labels),
-            jnp.full(labels.shape, exclusivity))
+            jnp.full(labels.shape, sharing))
 
 
 def _pseudo_input_kls(model: VSC, x, mu, logvar, spike_logit, alpha):
@@ -157,7 +157,7 @@ def _prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
     slab_std = spike_slab.slab_kl_to_prior(mu, logvar, spike_logit, 0.0, 0.0)  # to N(0, 1)
     fixed_spike = spike_slab.spike_kl_to_prior(spike_logit, spike_slab.alpha_logit(alpha))
     out = dict(fixed_prior_spike_kl=fixed_spike, sparsity=zeros, class_prior_penalty=zeros,
-               class_exclusivity=zeros)
+               partial_sharing=zeros)
     prior = model.prior
     if prior is None:  # the fixed prior: training and bound agree
         out.update(slab_kl=slab_std, spike_kl=fixed_spike, bound_slab_kl=slab_std,
@@ -169,10 +169,10 @@ def _prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
         per_class = spike_slab.spike_kl_to_components(spike_logit, logits)  # [B, C]
         log_w = jnp.full(prior.num_classes, -jnp.log(prior.num_classes), jnp.float32)
         b_slab, b_spike, comp = spike_slab.mixture_kl_parts(slab_std[:, None], per_class, log_w)
-        sparsity, penalty, exclusivity = _class_mask_regularisers(prior, labels, alpha)
+        sparsity, penalty, sharing = _class_mask_regularisers(prior, labels, alpha)
         out.update(slab_kl=slab_std, spike_kl=own, bound_slab_kl=b_slab, bound_spike_kl=b_spike,
                    component_kl=comp, sparsity=sparsity, class_prior_penalty=penalty,
-                   class_exclusivity=exclusivity)
+                   partial_sharing=sharing)
         return out
     slab, spike, w, sparsity = _pseudo_input_kls(model, x, mu, logvar, spike_logit, alpha)
     num = slab.shape[-1]
@@ -200,7 +200,7 @@ def elbo_terms(model: VSC, x, labels, key, *, c, alpha, mask: str, warmup=1.0) -
 
     Returns:
       dict of [B] arrays: recon, slab_kl, spike_kl, sparsity, class_prior_penalty,
-      class_exclusivity, neg_elbo
+      partial_sharing, neg_elbo
       (recon + slab_kl + spike_kl: for the class-mask prior the bound on -log p(x | y), for the
       pseudo-input prior the authors' selector-weighted objective); and the heads mu, logvar,
       spike_logit ([B, L]; spike_logit None for a VAE).
@@ -210,15 +210,15 @@ def elbo_terms(model: VSC, x, labels, key, *, c, alpha, mask: str, warmup=1.0) -
         eps = jax.random.normal(key, mu.shape, mu.dtype)
         z = mu + jnp.exp(0.5 * logvar) * eps
         slab_kl = spike_slab.gaussian_kl(mu, logvar)
-        spike_kl = sparsity = penalty = exclusivity = jnp.zeros_like(slab_kl)
+        spike_kl = sparsity = penalty = sharing = jnp.zeros_like(slab_kl)
     else:
         z = spike_slab.sample(key, warmup * mu, warmup * logvar, spike_logit, c=c, mask=mask)
         p = _prior_terms(model, x, labels, mu, logvar, spike_logit, alpha)
-        slab_kl, spike_kl, sparsity, penalty, exclusivity = (
-            p["slab_kl"], p["spike_kl"], p["sparsity"], p["class_prior_penalty"], p["class_exclusivity"])
+        slab_kl, spike_kl, sparsity, penalty, sharing = (
+            p["slab_kl"], p["spike_kl"], p["sparsity"], p["class_prior_penalty"], p["partial_sharing"])
     recon = model.reconstruction_nll(z, x)
     return dict(recon=recon, slab_kl=slab_kl, spike_kl=spike_kl, sparsity=sparsity,
-                class_prior_penalty=penalty, class_exclusivity=exclusivity,
+                class_prior_penalty=penalty, partial_sharing=sharing,
                 neg_elbo=recon + slab_kl + spike_kl, mu=mu, logvar=logvar, spike_logit=spike_logit)
 
 
@@ -227,7 +227,7 @@ def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes:
     """The training loss at ``step`` and its metrics (scalars averaged over the global batch).
 
         loss = mean_B[recon + beta * (slab KL + spike KL) + sparsity_weight * sparsity
-                      + class_prior_penalty * penalty + class_exclusivity * exclusivity]
+                      + class_prior_penalty * penalty + partial_sharing * sharing]
                + align_weight * alignment
 
     Args:
@@ -249,11 +249,11 @@ def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes:
     kl = t["slab_kl"] + t["spike_kl"]
     regulariser = (objective.sparsity_weight * t["sparsity"]
                    + objective.class_prior_penalty * t["class_prior_penalty"]
-                   + objective.class_exclusivity * t["class_exclusivity"])
+                   + objective.partial_sharing * t["partial_sharing"])
     loss = jnp.mean(t["recon"] + beta * kl + regulariser)
     metrics = dict(recon=jnp.mean(t["recon"]), kl=jnp.mean(kl), sparsity=jnp.mean(t["sparsity"]),
                    class_prior_penalty=jnp.mean(t["class_prior_penalty"]),
-                   class_exclusivity=jnp.mean(t["class_exclusivity"]),
+                   partial_sharing=jnp.mean(t["partial_sharing"]),
                    c=c, beta=beta, warmup=warmup, align_weight=align_weight)
     if t["spike_logit"] is not None:
         gamma = jax.nn.sigmoid(t["spike_logit"])
@@ -290,7 +290,7 @@ def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
           prior alpha N(0, 1) + (1 - alpha) delta(0) (NaN for a plain VAE);
         class_conditional_exact: the class-mask prior's bound on -log p(x | y) with the
           sample's label y (NaN for other priors);
-        sparsity, class_prior_penalty, class_exclusivity: the regularisers (not in any bound);
+        sparsity, class_prior_penalty, partial_sharing: the regularisers (not in any bound);
         expected_active (sum_j gamma_j) and active_count (#{gamma_j > 0.5}).
     """
     mu, logvar, spike_logit = model.encode(x)
@@ -304,7 +304,7 @@ def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
         return dict(exact=recon + kl, relaxed=recon + kl, leak=zeros, recon=recon, slab_kl=kl,
                     spike_kl=zeros, component_kl=zeros, fixed_prior_exact=nan,
                     class_conditional_exact=nan, sparsity=zeros, class_prior_penalty=zeros,
-                    class_exclusivity=zeros, expected_active=full, active_count=full)
+                    partial_sharing=zeros, expected_active=full, active_count=full)
     eta, eps = spike_slab.noise(key, mu.shape, mu.dtype)
     draw = lambda mask: spike_slab.sample_from_noise(eta, eps, mu, logvar, spike_logit, c=c, mask=mask)  # noqa: E731
     recon = model.reconstruction_nll(draw("hard"), x)
@@ -318,6 +318,6 @@ def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
                 recon=recon, slab_kl=p["bound_slab_kl"], spike_kl=p["bound_spike_kl"],
                 component_kl=p["component_kl"], fixed_prior_exact=recon + fixed_kl,
                 class_conditional_exact=class_conditional, sparsity=p["sparsity"],
-                class_prior_penalty=p["class_prior_penalty"], class_exclusivity=p["class_exclusivity"],
+                class_prior_penalty=p["class_prior_penalty"], partial_sharing=p["partial_sharing"],
                 expected_active=jnp.sum(jax.nn.sigmoid(spike_logit), axis=-1),
                 active_count=jnp.sum(spike_logit > 0, axis=-1).astype(jnp.float32))
