@@ -460,8 +460,9 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     """
     config = checkpoints.read_config(workdir)
     d = config.data
-    dataset = data.load(d.source, d.name, split, data_dir=d.dir)
-    train_set = dataset if split == "train" else data.load(d.source, d.name, "train", data_dir=d.dir)
+    dataset = data.load(d.source, d.name, split, data_dir=d.dir, mirror=d.mirror)
+    train_set = (dataset if split == "train"
+                 else data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror))
     config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
                                                        dataset.num_classes)
     params, step = state.params, int(jax.device_get(state.step))

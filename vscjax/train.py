@@ -107,9 +107,9 @@ class Trainer:
         self.mesh = mesh if mesh is not None else sharding.make_data_mesh()
         validate(config, self.mesh.devices.size)
         d = config.data
-        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir)
+        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror)
         # In-training evaluation reads the validation split only; the test set is for reports.
-        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir)
+        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir, mirror=d.mirror)
         if config.train.batch_size > len(self.train_data.labels):
             raise ConfigError(f"config key train.batch_size: {config.train.batch_size} is larger than "
                              f"the {len(self.train_data.labels)} training images of {d.name}")
