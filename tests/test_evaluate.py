@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import load_config
+from helpers import check_record, load_config
 from vscjax import evaluate, objective, spike_slab
 from vscjax.checkpoints import Checkpoints
 from vscjax.models import VSC
@@ -232,7 +232,7 @@ def trained_workdir(tmp_path_factory):
 
 EXPECTED_KEYS = {"workdir", "step", "split", "data", "num_examples", "num_classes", "model", "elbo",
                  "sparsity", "class_consistency", "class_activation", "linear_probe", "notes",
-                 "plots"}
+                 "provenance", "plots"}
 
 
 def test_evaluate_a_trained_workdir(trained_workdir):
@@ -256,6 +256,7 @@ def test_evaluate_a_trained_workdir(trained_workdir):
     assert saved["linear_probe"]["train_examples"] == 1317  # all of the digits' training split
     for name in ("latent_traversals.png", "class_activation.png", "class_overlap.png"):
         assert os.path.getsize(trained_workdir / "plots" / name) > 1000, name
+    check_record(saved["provenance"])
     assert saved == json.loads(json.dumps(results))
 
 

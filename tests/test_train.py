@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO_ROOT, assert_trees_equal, load_config
+from helpers import REPO_ROOT, assert_trees_equal, check_record, load_config
 from vscjax import sharding, train
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
@@ -51,6 +51,7 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
     assert {"loss", "recon", "kl", "align", "mean_gamma", "expected_active", "nonfinite"} <= set(train_records[0])
     validation_record = [r for r in records if r["split"] == "validation"][-1]
     assert {"exact_neg_elbo", "relaxed_neg_elbo", "leak"} <= set(validation_record)
+    check_record(json.load(open(tmp_path / "summary.json"))["provenance"])
 
 
 def test_idx_mnist_run_learns(tmp_path, mnist_dir):

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, data, objective, plots, spike_slab
+from vscjax import checkpoints, data, objective, plots, provenance, spike_slab
 
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
@@ -490,7 +490,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
         linear_probe=dict(code="gamma * mu" if codes.spikes else "mu", train_examples=len(probe_idx),
                           **linear_probe(probe_codes.probe_features, train_set.labels[probe_idx],
                                          codes.probe_features, dataset.labels)),
-        notes=_notes(config, codes.spikes, leak, iw_samples))
+        notes=_notes(config, codes.spikes, leak, iw_samples),
+        provenance=provenance.record())
     model = nnx.merge(graphdef, params)
     if config.model.prior == "class_mask":
         results["class_masks"] = np.asarray(model.prior.masks()).round(6).tolist()  # [C, L]

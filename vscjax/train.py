@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, objective, plots, sharding
+from vscjax import data, objective, plots, provenance, sharding
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.models import VSC
@@ -307,6 +307,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
                    **trainer.evaluate(state)}
         log.write("validation", summary["step"],
                   {k: v for k, v in summary.items() if k not in ("step", "split")})
+        summary["provenance"] = provenance.record()
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         if t.plots:
