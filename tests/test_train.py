@@ -41,8 +41,9 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
     assert summary["exact_neg_elbo"] < untrained - 5
     # Default options (straight-through spikes) keep the leak small (bound stated in README).
     assert abs(summary["leak"]) < 2.0, summary["leak"]
-    for name in ("config.json", "metrics.jsonl", "summary.json", "plots/reconstructions.png",
-                 "plots/training_curves.png", "checkpoints/40"):
+    for name in ("config.json", "dataset.json", "metrics.jsonl", "summary.json",
+                 "plots/reconstructions.png", "plots/prior_samples.png", "plots/training_curves.png",
+                 "checkpoints/40"):
         assert os.path.exists(tmp_path / name), name
     assert os.listdir(tmp_path / "tensorboard")
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
