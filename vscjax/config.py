@@ -85,6 +85,8 @@ def base_config() -> ml_collections.ConfigDict:
         checkpoint_every=1000, max_to_keep=3, eval_batch_size=1000,
         nonfinite="skip",  # skip the update of a non-finite step, or stop the run
         plots=True,
+        profile_steps=0,  # steps traced with jax.profiler into <workdir>/profile; 0 = none
+        profile_start=10,  # the first step traced (after compilation and warm-up)
     ))
     return c
 
@@ -173,6 +175,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     for key in ("num_steps", "log_every", "checkpoint_every", "max_to_keep"):
         if t[key] <= 0:
             _fail(f"train.{key}", f"must be positive, got {t[key]}")
+    for key in ("profile_steps", "profile_start"):
+        if t[key] < 0:
+            _fail(f"train.{key}", f"must be >= 0, got {t[key]}")
     _check_choice("train.nonfinite", t.nonfinite, NONFINITE_POLICIES)
     if config.optimizer.learning_rate <= 0:
         _fail("optimizer.learning_rate", "must be positive")

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, objective, plots, provenance, sharding, trained
+from vscjax import data, objective, plots, profiling, provenance, sharding, trained
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.models import VSC
@@ -241,8 +241,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     """Train (or resume) ``config`` in ``workdir``; returns the end-of-run summary.
 
     Writes ``config.json``, ``dataset.json`` (image shape and classes, for ``vscjax.load``),
-    ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``summary.json`` and ``plots/`` into
-    the workdir.
+    ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``summary.json``, ``plots/`` and,
+    with ``train.profile_steps > 0``, ``profile/`` into the workdir.
     """
     from tqdm import tqdm
 
@@ -257,6 +257,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     if restored is not None:
         logging.info("resuming from step %d in %s", start, workdir)
     log = MetricsLog(workdir, start)
+    profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
     batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
                                   sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
     interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
@@ -285,7 +286,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
             for step, batch in batches:
                 if step >= t.num_steps:
                     break
-                state, metrics = trainer.train_step(state, batch, trainer.key)
+                profiler.before_step(step)
+                with profiler.annotate(step):
+                    state, metrics = trainer.train_step(state, batch, trainer.key)
+                profiler.after_step(step, state)
                 if pending is not None:
                     report(*pending)
                 pending = (step, metrics)
@@ -318,6 +322,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
             _end_of_run_plots(trainer, state, workdir, log.path)
         return summary
     finally:
+        profiler.stop()
         progress.close()
         log.close()
         checkpoints.close()
