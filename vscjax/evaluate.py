@@ -5,8 +5,7 @@
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
-and draws pictures into ``W/plots/``; ``--save-codes`` also writes the split's codes and labels
-to ``W/codes_<split>.npz`` (:func:`save_codes`). The words follow DESIGN.md, "Metrics":
+and draws pictures into ``W/plots/``. The words follow DESIGN.md, "Metrics":
 
 * **ELBO**: exact negative ELBO (hard spikes) split into recon, slab KL, spike KL (and the
   sparsity term of the pseudo-input prior); the relaxed one at the training c (the final value
@@ -24,6 +23,9 @@ Sparsity and class-consistency numbers are stated beside the leak: with a large 
 model hides information in dimensions whose spikes are off, and those numbers mean little.
 A plain VAE (Gaussian prior) has no spikes: every dimension counts as active (gamma = 1), the
 spike-only parts are null in eval.json and marked "n/a" in the table, and the probe reads mu.
+
+``--save-codes`` also writes the split's codes and labels to ``W/codes_<split>.npz``
+(:func:`save_codes`), for numpy or PyTorch.
 
 The metric functions are pure functions of numpy arrays. This module uses the models, the
 math, the data and the checkpoints, never the training loop.
