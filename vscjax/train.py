@@ -110,7 +110,8 @@ class Trainer:
         d = config.data
         self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror)
         # In-training evaluation reads the validation split only; the test set is for reports.
-        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir, mirror=d.mirror)
+        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir,
+                                         mirror=d.mirror)
         if config.train.batch_size > len(self.train_data.labels):
             raise ConfigError(f"config key train.batch_size: {config.train.batch_size} is larger than "
                              f"the {len(self.train_data.labels)} training images of {d.name}")

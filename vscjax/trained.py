@@ -107,6 +107,10 @@ class TrainedModel:
         self.step = step
         self.batch_size = batch_size
 
+    def __repr__(self) -> str:
+        return (f"TrainedModel(prior={self.prior!r}, latent_dim={self.latent_dim}, "
+                f"image_shape={self.image_shape}, num_classes={self.num_classes}, step={self.step})")
+
     @property
     def model(self) -> VSC:
         """The NNX model (a new one holding these parameters)."""
