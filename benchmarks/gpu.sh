@@ -7,7 +7,7 @@
 #
 # Installs nothing (a GPU machine may have no network). The interpreter must already have jax
 # with its CUDA plugin (jax[cuda12] or jax[cuda13]), a CUDA build of torch (the bench extra pins
-# torch==2.13.0; the CPU wheel will not do), flax, optax, ml_collections and matplotlib. With a
+# torch 2.11 to 2.13; the CPU wheel will not do), flax, optax, ml_collections and matplotlib. With a
 # network: python3 -m venv .venv && .venv/bin/pip install -e ".[bench]" "jax[cuda13]", then
 # PYTHON=.venv/bin/python benchmarks/gpu.sh. The script checks this first and says what is missing.
 #

@@ -43,22 +43,19 @@ gradient, rtol 1e-4 and 1e-3) on one small class-major batch, for the class-bloc
 (several dimension chunks, the last one short) and the all-pairs path.
 
 Outputs: a markdown table on stdout, a JSON file (``--out``, default
-benchmarks/results/scaling-cpu.json) with the device, versions, threads, command, quiet-check
-verdict, every point and the fits, and a PNG beside it (step time and peak memory against L,
-log-log, the fitted slope in the legend). ``--from JSON`` re-prints the report. CPU only; never
-with fake host devices (one CPU device is asserted in every child).
+benchmarks/results/scaling-cpu.json) with the device, its provenance (versions, devices, git
+commit: ``vscjax.provenance``), threads, command, quiet-check verdict, every point and the
+fits, and a PNG beside it (step time and peak memory against L, log-log, the fitted slope in
+the legend). ``--from JSON`` re-prints the report. CPU only; never with fake host devices (one
+CPU device is asserted in every child).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
 import json
 import math
 import os
-import platform
-import shlex
 import signal
 import statistics
 import subprocess
@@ -305,7 +302,7 @@ def markdown_table(points: list[dict]) -> str:
 
 def report_text(report: dict) -> str:
     """Header lines, the table, the fitted slopes and the largest L reached."""
-    v = report["versions"]
+    v = tp.report_versions(report)
     lines = [f"device: {report['device']}, threads: {report['threads']}, jax {v['jax']}, "
              f"torch {v['torch']}, B={report['batch']}, hidden {report['hidden']}",
              f"quiet check: {report['quiet']['output']}",
@@ -424,12 +421,8 @@ def main(argv=None) -> None:
     fits = fit_slopes(points, preset["fit_from"])
 
     report = {
-        "device": tp.device_name("cpu"), "platform": "cpu", "threads": threads,
-        "versions": {name: importlib.metadata.version(name) for name in ("jax", "jaxlib", "flax", "torch")}
-        | {"python": platform.python_version()},
-        "command": shlex.join([sys.executable, "-m", "benchmarks.scaling", *sys.argv[1:]]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "quiet": quiet, "batch": batch, "num_classes": tp.NUM_CLASSES, "hidden": list(preset["hidden"]),
+        **tp.run_record("benchmarks.scaling", "cpu", threads, quiet),
+        "batch": batch, "num_classes": tp.NUM_CLASSES, "hidden": list(preset["hidden"]),
         "image_shape": list(tp.IMAGE_SHAPE), "repeats": args.repeats, "warmup": 1,
         "min_repeat_s": preset["min_repeat_s"], "max_seconds_per_point": args.max_seconds_per_point,
         "memory_limit_gib": memory_gib, "baseline_rss_mib": baseline["child_rss_mib"],

@@ -38,8 +38,9 @@ twice the forward); the alignment loss's elementwise work is listed apart (JSD e
 per sample: B * L for pairwise, L for centroid, each some 20 operations with logs, recomputed
 in the backward). The matmul peak is one large jitted matmul (2048^3 on CPU, 8192^3 on GPU).
 
-Outputs: a markdown table on stdout, a JSON file (``--out``) with the device, versions, thread
-count, command line, quiet-check verdict and every measurement, and a PNG plot beside it.
+Outputs: a markdown table on stdout, a JSON file (``--out``) with the device, its provenance
+(versions, devices, git commit: ``vscjax.provenance``), thread count, command line, quiet-check
+verdict and every measurement, and a PNG plot beside it.
 JAX and torch are imported inside functions: the platform and the CPU set must be fixed
 before they load. Never run with fake host devices: one CPU device is asserted.
 """
@@ -59,6 +60,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from vscjax import provenance
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUIET_TOOL = os.path.join(os.path.dirname(REPO_ROOT), "shared", "tools", "quiet")
@@ -125,6 +128,22 @@ def device_name(device: str) -> str:
     with open("/proc/cpuinfo") as f:
         models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
     return models[0] if models else platform.processor()
+
+
+def run_record(module: str, device: str, threads: int, quiet: dict) -> dict:
+    """The first fields of every benchmark report: device, platform, threads, provenance (with
+    torch's version), command line, date and the quiet-check verdict.
+
+    Args:
+      module: the benchmark's module, as run with ``python -m``.
+      device: "cpu" or "gpu".
+      threads: threads each framework was given.
+      quiet: :func:`quiet_check`'s verdict.
+    """
+    return {"device": device_name(device), "platform": device, "threads": threads,
+            "provenance": provenance.record(extra_packages=("torch",)),
+            "command": shlex.join([sys.executable, "-m", module, *sys.argv[1:]]),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"), "quiet": quiet}
 
 
 # ----------------------------------------------------------------------------- work counts
@@ -380,11 +399,17 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def report_versions(report: dict) -> dict:
+    """The package versions a report was made with (older reports keep them under "versions")."""
+    return report["provenance"]["versions"] if "provenance" in report else report["versions"]
+
+
 def report_text(report: dict) -> str:
     """The header lines, the table and the notes printed after a run."""
     peaks = ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in report["matmul_peak_gflops"].items())
+    versions = report_versions(report)
     lines = [f"device: {report['device']} ({report['platform']}), threads: {report['threads']}, "
-             f"jax {report['versions']['jax']}, torch {report['versions']['torch']}",
+             f"jax {versions['jax']}, torch {versions['torch']}",
              f"quiet check: {report['quiet']['output']}",
              f"matmul peak: {peaks}", "", markdown_table(report["results"]), ""]
     lines += [f"skipped: L={s['latent']} B={s['batch']} {s['align']} {s['dtype']} {s['contender']}: "
@@ -505,12 +530,8 @@ def main(argv=None) -> None:
             skipped += s
 
     report = {
-        "device": device_name(args.device), "platform": args.device, "threads": threads,
-        "versions": {"jax": jax.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "command": shlex.join([sys.executable, "-m", "benchmarks.throughput", *sys.argv[1:]]),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "quiet": quiet, "grid": args.grid, "hidden": list(hidden), "image_shape": list(IMAGE_SHAPE),
+        **run_record("benchmarks.throughput", args.device, threads, quiet),
+        "grid": args.grid, "hidden": list(hidden), "image_shape": list(IMAGE_SHAPE),
         "num_classes": NUM_CLASSES, "schedule": schedule,
         "matmul_peak_gflops": peaks, "matmul_peak_n": n, "results": results, "skipped": skipped,
         "notes": [

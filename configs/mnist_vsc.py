@@ -2,8 +2,8 @@
 
     python train.py --config configs/mnist_vsc.py --workdir workdir/mnist_vsc
 
-Real MNIST from IDX files ($VSCJAX_DATA_DIR/mnist, default ../shared/data/mnist beside the
-checkout); Bernoulli likelihood, one hidden layer of 400, L=200, alpha=0.01, fixed prior,
+Real MNIST from IDX files ($VSCJAX_DATA_DIR/mnist, else ~/.cache/vscjax/mnist, downloaded on
+first use); Bernoulli likelihood, one hidden layer of 400, L=200, alpha=0.01, fixed prior,
 batch 128, 10,000 steps, Adam 1e-3; straight-through spikes with c=3 (the defaults of
 vscjax.config). Runtime here (2 CPU cores): about 2 minutes (~100 steps/s).
 Measured here: test exact -ELBO 132.3 nats (recon 115.1, slab KL 6.8, spike KL 10.4), relaxed

@@ -1,4 +1,6 @@
-"""Test set-up: 8 fake CPU devices, set before JAX starts, so sharded code is exercised."""
+"""Test set-up: 8 fake CPU devices, set before JAX starts, so sharded code is exercised; the
+real data sets from ``../shared/data`` (every developer and CI run has it there), so no test
+downloads anything unless it starts its own mirror."""
 
 import os
 
@@ -14,12 +16,14 @@ jax.config.update("jax_enable_x64", False)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+if os.path.isdir(SHARED_DATA) and not os.environ.get("VSCJAX_DATA_DIR"):
+    os.environ["VSCJAX_DATA_DIR"] = SHARED_DATA
 
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """Directory of the real MNIST IDX files ($VSCJAX_DATA_DIR/mnist, else ../shared/data/mnist)."""
-    path = os.path.join(os.environ.get("VSCJAX_DATA_DIR") or SHARED_DATA, "mnist")
+    """Directory of the real MNIST IDX files ($VSCJAX_DATA_DIR/mnist)."""
+    path = os.path.join(os.environ.get("VSCJAX_DATA_DIR", SHARED_DATA), "mnist")
     if not os.path.exists(os.path.join(path, "train-images-idx3-ubyte.gz")):
         pytest.skip(f"MNIST IDX files not found in {path}")
     return path

@@ -1,10 +1,12 @@
 """Shared helpers of the test suite."""
 
+import importlib.metadata
 import os
 
 import jax
 import numpy as np
 
+from vscjax import provenance
 from vscjax.config import load_file
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,3 +23,14 @@ def assert_trees_equal(a, b):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def check_record(record, extra=()):
+    """``record`` is :func:`vscjax.provenance.record` of this process (with ``extra`` packages)."""
+    versions = record["versions"]
+    for name in (*provenance.PACKAGES, *extra):
+        assert versions[name] == importlib.metadata.version(name), name
+    assert versions["python"].count(".") == 2
+    assert record["devices"] == {"kind": jax.devices()[0].device_kind, "count": jax.device_count(),
+                                 "platform": "cpu", "processes": 1}
+    assert set(record["git"]) == {"commit": None, "dirty": None}.keys()

@@ -265,16 +265,20 @@ def test_tfds_not_prepared_without_tensorflow(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------- dispatch
 
 
-def test_resolve_data_dir(monkeypatch):
+def test_resolve_data_dir(monkeypatch, tmp_path):
     assert data.resolve_data_dir("/x/y", "mnist") == "/x/y"
     monkeypatch.setenv("VSCJAX_DATA_DIR", "/root/data")
     assert data.resolve_data_dir("", "mnist") == "/root/data/mnist"
     monkeypatch.delenv("VSCJAX_DATA_DIR")
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(data.__file__)))
-    expect = os.path.join(os.path.dirname(checkout), "shared", "data", "mnist")
-    assert data.resolve_data_dir("", "mnist") == expect
-    with pytest.raises(data.DataError, match="IDX data directory not found: /nowhere/mnist"):
-        data.load("idx", "mnist", "test", data_dir="/nowhere/mnist")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/home/u/.xdg")
+    assert data.resolve_data_dir("", "mnist") == "/home/u/.xdg/vscjax/mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", "/home/u")
+    assert data.resolve_data_dir("", "mnist") == "/home/u/.cache/vscjax/mnist"
+    # A data set vscjax cannot download: the IDX reader names the missing folder.
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(data.DataError, match=f"IDX data directory not found: {nowhere}"):
+        data.load("idx", "kmnist", "test", data_dir=nowhere)
 
 
 def test_load_unknown_source():

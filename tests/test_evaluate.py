@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +10,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from helpers import load_config
-from vscjax import evaluate, objective, spike_slab
+import vscjax
+from helpers import check_record, load_config
+from vscjax import data, evaluate, objective, spike_slab
 from vscjax.checkpoints import Checkpoints
 from vscjax.models import VSC
 from vscjax.state import initial_state
@@ -247,7 +249,7 @@ def trained_workdir(tmp_path_factory):
 
 EXPECTED_KEYS = {"workdir", "step", "split", "data", "num_examples", "num_classes", "model", "elbo",
                  "sparsity", "class_consistency", "class_activation", "linear_probe", "notes",
-                 "plots"}
+                 "provenance", "plots"}
 
 
 def test_evaluate_a_trained_workdir(trained_workdir):
@@ -272,6 +274,7 @@ def test_evaluate_a_trained_workdir(trained_workdir):
     assert saved["linear_probe"]["train_examples"] == 1317  # all of the digits' training split
     for name in ("latent_traversals.png", "class_activation.png", "class_overlap.png"):
         assert os.path.getsize(trained_workdir / "plots" / name) > 1000, name
+    check_record(saved["provenance"])
     assert saved == json.loads(json.dumps(results))
 
 
@@ -302,6 +305,25 @@ def test_cli_prints_the_table(trained_workdir, capsys):
     for words in ("exact -ELBO", "relaxed -ELBO", "leak", "expected active dims", "jaccard",
                   "global dims", "Linear probe on gamma * mu (200 training images)"):
         assert words in out, words
+
+
+def test_cli_saves_the_splits_codes_for_numpy_and_torch(trained_workdir, capsys):
+    evaluate.main(["--workdir", str(trained_workdir), "--split", "validation", "--no-plots",
+                   "--probe-train", "100", "--save-codes"])
+    path = re.search(r"^codes in (.+)$", capsys.readouterr().out, re.M).group(1)
+    assert path == str(trained_workdir / "codes_validation.npz")
+    saved = np.load(path)  # no pickle needed
+    assert set(saved.files) == {"mu", "logvar", "gamma", "labels", "split"}
+    assert str(saved["split"]) == "validation"
+    validation = data.load("digits", "digits", "validation")
+    np.testing.assert_array_equal(saved["labels"], validation.labels)
+    codes = vscjax.load(str(trained_workdir)).encode(validation.images)
+    for name in ("mu", "logvar", "gamma"):
+        assert saved[name].shape == (len(validation.labels), 16) and saved[name].dtype == np.float32
+        np.testing.assert_allclose(saved[name], getattr(codes, name), rtol=1e-5, atol=1e-6)
+    torch = pytest.importorskip("torch")
+    assert torch.allclose(torch.from_numpy(saved["gamma"]), torch.tensor(codes.gamma), atol=1e-6)
+    assert json.load(open(trained_workdir / "eval_validation.json"))["codes"] == path
 
 
 def test_cli_names_a_missing_workdir(tmp_path):

@@ -68,6 +68,16 @@ def test_latent_traversals_sweep_only_the_chosen_dimension(tmp_path):
     np.testing.assert_allclose(z[1], [[13, 14, -2.0], [13, 14, 0.0]])
 
 
+def test_image_rows(tmp_path):
+    grid = np.random.default_rng(0).random((3, 10, 8, 8, 1))  # [R, T, H, W, C]
+    path = plots.image_rows(grid, str(tmp_path / "rows.png"), row_labels=["a", "b", "c"], title="t")
+    picture = _read(path)
+    assert picture.shape[:2] == (plots.TRAVERSAL_HEADER_PX + 3 * plots.TRAVERSAL_CELL_PX,
+                                 plots.TRAVERSAL_LABEL_PX + 10 * plots.TRAVERSAL_CELL_PX
+                                 + plots.TRAVERSAL_RIGHT_PX)
+    assert picture.std() > 0.05
+
+
 @pytest.mark.parametrize("num_dims", [0, 1, 30, 300])
 def test_class_activation_heatmap(tmp_path, num_dims):
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO_ROOT, assert_trees_equal, load_config
+from helpers import REPO_ROOT, assert_trees_equal, check_record, load_config
 from vscjax import sharding, train
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
@@ -41,8 +41,9 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
     assert summary["exact_neg_elbo"] < untrained - 5
     # Default options (straight-through spikes) keep the leak small (bound stated in README).
     assert abs(summary["leak"]) < 2.0, summary["leak"]
-    for name in ("config.json", "metrics.jsonl", "summary.json", "plots/reconstructions.png",
-                 "plots/training_curves.png", "checkpoints/40"):
+    for name in ("config.json", "dataset.json", "metrics.jsonl", "summary.json",
+                 "plots/reconstructions.png", "plots/prior_samples.png", "plots/training_curves.png",
+                 "checkpoints/40"):
         assert os.path.exists(tmp_path / name), name
     assert os.listdir(tmp_path / "tensorboard")
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -51,6 +52,7 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
     assert {"loss", "recon", "kl", "align", "mean_gamma", "expected_active", "nonfinite"} <= set(train_records[0])
     validation_record = [r for r in records if r["split"] == "validation"][-1]
     assert {"exact_neg_elbo", "relaxed_neg_elbo", "leak"} <= set(validation_record)
+    check_record(json.load(open(tmp_path / "summary.json"))["provenance"])
 
 
 def test_idx_mnist_run_learns(tmp_path, mnist_dir):

@@ -20,8 +20,10 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from flax import nnx
 
 from vscjax import state as train_state
 from vscjax.config import base_config, check_resume_compatible
@@ -126,17 +128,19 @@ class Checkpoints:
         logging.warning("checkpoint %s is corrupt (%s); moved to %s, using the one before it",
                         self._step_dir(step), reason, target)
 
-    def restore_latest(self, abstract_state):
+    def restore_latest(self, abstract_state, *, partial: bool = False):
         """The newest restorable state, or None if there is none.
 
         Args:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with shardings, the target.
+          partial: ``abstract_state`` is a dict of some of the saved fields (for example
+            ``{"params": ..., "step": ...}``); only those are read (not Adam's moments).
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
             problem = verify_checksums(self._step_dir(step))
             if problem is None:
                 try:
-                    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                    return self.manager.restore(step, args=_restore_args(abstract_state, partial))
                 except Exception as err:  # noqa: BLE001  any unreadable checkpoint: fall back
                     problem = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
             if self.read_only:
@@ -169,6 +173,15 @@ class Checkpoints:
         self.manager.close()
 
 
+def _restore_args(abstract_state, partial: bool) -> ocp.args.CheckpointArgs:
+    """Orbax's arguments to restore ``abstract_state``, the whole saved tree or a part of it."""
+    if not partial:
+        return ocp.args.StandardRestore(abstract_state)
+    return ocp.args.PyTreeRestore(
+        item=abstract_state, partial_restore=True,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a workdir was trained with (its ``config.json``)."""
     path = os.path.join(workdir, CONFIG_FILE)
@@ -197,11 +210,32 @@ def load_trained(workdir: str, image_shape, num_classes: int):
     config = read_config(workdir)
     graphdef, init, _ = train_state.initial_state(config, image_shape, num_classes)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return config, graphdef, _restore_newest(workdir, train_state.abstract(init, device))
+
+
+def load_params(workdir: str, abstract_params) -> tuple[nnx.State, int]:
+    """(parameters, step) of the newest restorable checkpoint in ``workdir``, read alone (not
+    the optimizer state) and placed on the default device.
+
+    Args:
+      workdir: a train.py workdir.
+      abstract_params: the model's parameters as ``jax.ShapeDtypeStruct`` (the state of
+        ``nnx.split`` of a model built under ``nnx.eval_shape``).
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = train_state.abstract(
+        {"params": abstract_params, "step": jax.ShapeDtypeStruct((), jnp.int32)}, device)
+    restored = _restore_newest(workdir, target, partial=True)
+    return restored["params"], int(restored["step"])
+
+
+def _restore_newest(workdir: str, target, *, partial: bool = False):
+    """``Checkpoints.restore_latest`` of a read-only workdir; FileNotFoundError if none is."""
     checkpoints = Checkpoints.reader(workdir)
     try:
-        state = checkpoints.restore_latest(train_state.abstract(init, device))
+        restored = checkpoints.restore_latest(target, partial=partial)
     finally:
         checkpoints.manager.close()
-    if state is None:
+    if restored is None:
         raise FileNotFoundError(f"no restorable checkpoint in {workdir}/checkpoints")
-    return config, graphdef, state
+    return restored

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import urllib.parse
 
 import ml_collections
 
@@ -22,6 +23,7 @@ ALIGN_MODES = ("off",) + alignment.MODES
 NONFINITE_POLICIES = ("skip", "stop")
 SOURCES = ("digits", "idx", "tfds")
 LR_SCHEDULES = ("constant", "cosine")
+MIRROR_SCHEMES = ("https", "http", "file")
 # Keys whose change makes a checkpoint unusable: resuming with a different value is refused.
 STATE_DEFINING_PREFIXES = ("model.", "data.source", "data.name", "optimizer.")
 
@@ -45,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict(dict(
         source="digits",  # digits (embedded), idx (a folder of IDX files) or tfds
         name="digits",  # the data set's name: folder under $VSCJAX_DATA_DIR, or TFDS name
-        dir="",  # the IDX folder (or TFDS data_dir); "" -> $VSCJAX_DATA_DIR/<name>
+        dir="",  # the IDX folder (or TFDS data_dir); "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>
+        mirror="",  # base URL MNIST / Fashion-MNIST download from when missing; "" = canonical
         balanced=False,  # class-balanced batches: B / C samples of every class
         prefetch=2,  # batches placed on the devices ahead of the step
     ))
@@ -83,6 +86,8 @@ def base_config() -> ml_collections.ConfigDict:
         checkpoint_every=1000, max_to_keep=3, eval_batch_size=1000,
         nonfinite="skip",  # skip the update of a non-finite step, or stop the run
         plots=True,
+        profile_steps=0,  # steps traced with jax.profiler into <workdir>/profile; 0 = none
+        profile_start=10,  # the first step traced (after compilation and warm-up)
     ))
     return c
 
@@ -137,6 +142,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Raise ``ConfigError`` naming the first impossible value in ``config``."""
     m, o, t = config.model, config.objective, config.train
     _check_choice("data.source", config.data.source, SOURCES)
+    if config.data.mirror and urllib.parse.urlparse(config.data.mirror).scheme not in MIRROR_SCHEMES:
+        _fail("data.mirror", f"{config.data.mirror!r} is not a URL starting with one of "
+                             f"{', '.join(s + '://' for s in MIRROR_SCHEMES)}")
     if not isinstance(m.latent_dim, int) or m.latent_dim <= 0:
         _fail("model.latent_dim", f"must be a positive integer, got {m.latent_dim!r}")
     if any(h <= 0 for h in m.hidden):
@@ -168,6 +176,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     for key in ("num_steps", "log_every", "checkpoint_every", "max_to_keep"):
         if t[key] <= 0:
             _fail(f"train.{key}", f"must be positive, got {t[key]}")
+    for key in ("profile_steps", "profile_start"):
+        if t[key] < 0:
+            _fail(f"train.{key}", f"must be >= 0, got {t[key]}")
     _check_choice("train.nonfinite", t.nonfinite, NONFINITE_POLICIES)
     if config.optimizer.learning_rate <= 0:
         _fail("optimizer.learning_rate", "must be positive")

@@ -1,5 +1,8 @@
 """Data sources and batching: scikit-learn's digits, IDX files, TFDS; a resumable sampler.
 
+IDX data sets that :mod:`vscjax.download` knows (MNIST, Fashion-MNIST) are downloaded on
+first use into their folder (:func:`resolve_data_dir`).
+
 Every source returns a :class:`Dataset` of float32 images in [0, 1], shape [N, H, W, C],
 and int32 labels. :func:`load` gives three splits of every source: ``"test"`` (the source's
 own test set), ``"validation"`` (a fixed part of the source's training set, 1/12 of it:
@@ -25,6 +28,8 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
+
+from vscjax import download
 
 SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 1 / 12  # of the source's training set: 5,000 of MNIST's 60,000 images
@@ -233,9 +238,8 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None) -> Dataset:
 
 
 def default_data_root() -> str:
-    """``$VSCJAX_DATA_DIR``, else ``data/`` beside the checkout (``<checkout>/../shared/data``)."""
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.environ.get(DATA_DIR_ENV) or os.path.join(os.path.dirname(checkout), "shared", "data")
+    """``$VSCJAX_DATA_DIR``, else the per-user cache folder (:func:`download.cache_dir`)."""
+    return os.environ.get(DATA_DIR_ENV) or download.cache_dir()
 
 
 def resolve_data_dir(dir_value: str, name: str) -> str:
@@ -261,18 +265,23 @@ def _subset(dataset: Dataset, idx: np.ndarray, name: str) -> Dataset:
     return Dataset(dataset.images[idx], dataset.labels[idx], dataset.num_classes, name)
 
 
-def _load_source(source: str, name: str, split: str, data_dir: str) -> Dataset:
+def _load_source(source: str, name: str, split: str, data_dir: str, mirror: str) -> Dataset:
     """The source's own split ("train": its whole training set, "test", or a TFDS split)."""
     if source == "digits":
         return load_digits(split)
     if source == "idx":
-        return load_idx(resolve_data_dir(data_dir, name), split)
+        directory = resolve_data_dir(data_dir, name)
+        try:
+            download.ensure_idx_files(name, directory, mirror)
+        except download.DownloadError as err:
+            raise DataError(str(err)) from err
+        return load_idx(directory, split)
     if source == "tfds":
         return load_tfds(name, split, data_dir=data_dir or None)
     raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
 
 
-def load(source: str, name: str, split: str, *, data_dir: str = "") -> Dataset:
+def load(source: str, name: str, split: str, *, data_dir: str = "", mirror: str = "") -> Dataset:
     """Load ``split`` of data set ``name`` from ``source`` ("digits", "idx" or "tfds").
 
     Args:
@@ -283,12 +292,14 @@ def load(source: str, name: str, split: str, *, data_dir: str = "") -> Dataset:
         (:func:`holdout_indices`) or "test" (the source's test set); TFDS also takes its own
         split syntax ("train[:10%]"), read as it is.
       data_dir: data folder; "" for the default of the source.
+      mirror: base URL the IDX files of a known data set are downloaded from when missing;
+        "" for the data set's canonical mirror (:mod:`vscjax.download`).
     """
     if source != "tfds":
         _check_split(split, SPLITS)
     if split not in ("train", "validation"):
-        return _load_source(source, name, split, data_dir)
-    full = _load_source(source, name, "train", data_dir)
+        return _load_source(source, name, split, data_dir, mirror)
+    full = _load_source(source, name, "train", data_dir, mirror)
     train_idx, validation_idx = holdout_indices(len(full.labels))
     base = full.name.rsplit("/", 1)[0]
     if split == "train":

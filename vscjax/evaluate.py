@@ -1,7 +1,7 @@
 """Evaluate a trained workdir: exact ELBO and leak, sparsity, class consistency, linear probe.
 
     python -m vscjax.evaluate --workdir W [--split test] [--probe-train 5000] [--pairs 20000]
-                              [--iw-samples 0] [--no-plots]
+                              [--iw-samples 0] [--no-plots] [--save-codes]
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
@@ -29,6 +29,9 @@ model hides information in dimensions whose spikes are off, and those numbers me
 A plain VAE (Gaussian prior) has no spikes: every dimension counts as active (gamma = 1), the
 spike-only parts are null in eval.json and marked "n/a" in the table, and the probe reads mu.
 
+``--save-codes`` also writes the split's codes and labels to ``W/codes_<split>.npz``
+(:func:`save_codes`), for numpy or PyTorch.
+
 The metric functions are pure functions of numpy arrays. This module uses the models, the
 math, the data and the checkpoints, never the training loop.
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -48,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, data, objective, plots, spike_slab
+from vscjax import checkpoints, data, objective, plots, provenance, spike_slab
 
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
@@ -313,10 +317,19 @@ class Codes:
         return np.where(self.gamma > ACTIVE_THRESHOLD, self.mu, 0.0).astype(np.float32)
 
 
-def _batched(fn, arrays, batch_size: int):
+def map_in_batches(fn, arrays, batch_size: int):
     """``fn(i, *batch)`` on fixed-size batches of ``arrays`` (a tuple of [N, ...] arrays; the
     last batch zero-padded: one compilation); the outputs ([batch_size, ...] leaves) trimmed of
-    the padding and concatenated on the host."""
+    the padding and concatenated on the host.
+
+    Args:
+      fn: called with the batch index i and one [size, ...] slice of each array.
+      arrays: [N, ...] arrays cut alike.
+      batch_size: rows per call (fewer when N is smaller).
+
+    Returns:
+      ``fn``'s output structure with [N, ...] numpy leaves.
+    """
     n = len(arrays[0])
     size = min(batch_size, n)
     outputs = []
@@ -329,15 +342,17 @@ def _batched(fn, arrays, batch_size: int):
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _posterior_heads(graphdef, params, x):
+    """(mu, logvar, gamma) of images x [B, H, W, C], each [B, L]; gamma None for a plain VAE."""
+    mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
+    return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
+
+
 def encode_images(graphdef, params, images: np.ndarray, batch_size: int) -> Codes:
-    """Encode images [N, H, W, C] in jitted batches."""
-
-    @jax.jit
-    def encode(params, x):
-        mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
-        return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
-
-    mu, logvar, gamma = _batched(lambda i, x: encode(params, x), (images,), batch_size)
+    """Encode images [N, H, W, C] in jitted batches (compiled once per model and batch shape)."""
+    mu, logvar, gamma = map_in_batches(lambda i, x: _posterior_heads(graphdef, params, x), (images,),
+                                       batch_size)
     if gamma is None:  # plain VAE: every dimension active
         return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
     return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
@@ -357,8 +372,8 @@ def elbo_terms(graphdef, params, config, images: np.ndarray, labels: np.ndarray,
         return objective.eval_terms(nnx.merge(graphdef, params), x, y, key, c=c, alpha=alpha)
 
     key = objective.eval_key(config.seed)
-    return _batched(lambda i, x, y: terms(params, x, y, jax.random.fold_in(key, i)), (images, labels),
-                    config.train.eval_batch_size)
+    return map_in_batches(lambda i, x, y: terms(params, x, y, jax.random.fold_in(key, i)),
+                          (images, labels), config.train.eval_batch_size)
 
 
 def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> np.ndarray:
@@ -371,8 +386,8 @@ def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> 
                                      num_samples=num_samples)
 
     key = jax.random.fold_in(objective.eval_key(config.seed), num_samples)
-    return _batched(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), (images,),
-                    config.train.eval_batch_size)
+    return map_in_batches(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), (images,),
+                          config.train.eval_batch_size)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -454,7 +469,7 @@ def _notes(config, spikes: bool, leak, iw_samples: int) -> list[str]:
 
 def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 5000,
                      pairs: int = 20_000, iw_samples: int = 0, make_plots: bool = True,
-                     top_k: int = 3) -> dict:
+                     top_k: int = 3, save_split_codes: bool = False) -> dict:
     """Evaluate the newest checkpoint of a train.py workdir; write eval.json and pictures.
 
     Args:
@@ -466,14 +481,17 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
       make_plots: draw latent traversals, the class activation heatmap and the overlap matrix
         into ``<workdir>/plots``.
       top_k: dimensions traversed per class.
+      save_split_codes: write the split's codes and labels to :func:`codes_path` (its path is
+        then the results' "codes").
 
     Returns:
       The results (also written to ``<workdir>/eval.json``, or ``eval_<split>.json``).
     """
     config = checkpoints.read_config(workdir)
     d = config.data
-    dataset = data.load(d.source, d.name, split, data_dir=d.dir)
-    train_set = dataset if split == "train" else data.load(d.source, d.name, "train", data_dir=d.dir)
+    dataset = data.load(d.source, d.name, split, data_dir=d.dir, mirror=d.mirror)
+    train_set = (dataset if split == "train"
+                 else data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror))
     config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
                                                        dataset.num_classes)
     params, step = state.params, int(jax.device_get(state.step))
@@ -501,13 +519,16 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
         linear_probe=dict(code="gamma * mu" if codes.spikes else "mu", train_examples=len(probe_idx),
                           **linear_probe(probe_codes.probe_features, train_set.labels[probe_idx],
                                          codes.probe_features, dataset.labels)),
-        notes=_notes(config, codes.spikes, leak, iw_samples))
+        notes=_notes(config, codes.spikes, leak, iw_samples),
+        provenance=provenance.record())
     model = nnx.merge(graphdef, params)
     if config.model.prior == "class_mask":
         results["class_masks"] = np.asarray(model.prior.masks()).round(6).tolist()  # [C, L]
     if make_plots:
         results["plots"] = draw_plots(model, codes, dataset.labels, activation,
                                       os.path.join(workdir, "plots"), top_k=top_k)
+    if save_split_codes:
+        results["codes"] = save_codes(codes_path(workdir, split), codes, dataset.labels, split)
     with open(results_path(workdir, split), "w") as f:
         f.write(_dumps(results) + "\n")
     return results
@@ -516,6 +537,28 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
 def results_path(workdir: str, split: str = "test") -> str:
     """Where :func:`evaluate_workdir` writes: ``eval.json``, or ``eval_<split>.json``."""
     return os.path.join(workdir, "eval.json" if split == "test" else f"eval_{split}.json")
+
+
+def codes_path(workdir: str, split: str = "test") -> str:
+    """Where ``--save-codes`` writes the codes of ``split``: ``codes_<split>.npz``."""
+    return os.path.join(workdir, f"codes_{split}.npz")
+
+
+def save_codes(path: str, codes: Codes, labels: np.ndarray, split: str) -> str:
+    """Write codes and labels to an ``.npz`` that numpy reads (``np.load(path)``) without pickle.
+
+    Arrays: mu, logvar, gamma ([N, L] float32; gamma all ones for a plain VAE), labels ([N]
+    int32) and split (a 0-d string array). Written to a temporary file, then renamed.
+
+    Returns:
+      The absolute path written.
+    """
+    path = os.path.abspath(path)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, mu=codes.mu, logvar=codes.logvar, gamma=codes.gamma,
+                 labels=np.asarray(labels, np.int32), split=np.array(split))
+    os.replace(path + ".tmp", path)
+    return path
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -684,15 +727,20 @@ def main(argv=None) -> None:
     parser.add_argument("--iw-samples", type=int, default=0,
                         help="K of the importance-sampled NLL bound (default: 0, off)")
     parser.add_argument("--no-plots", action="store_true", help="draw no pictures")
+    parser.add_argument("--save-codes", action="store_true",
+                        help="write the split's codes (mu, logvar, gamma) and labels to "
+                             "<workdir>/codes_<split>.npz")
     args = parser.parse_args(argv)
     try:
         results = evaluate_workdir(args.workdir, split=args.split, probe_train=args.probe_train,
                                    pairs=args.pairs, iw_samples=args.iw_samples,
-                                   make_plots=not args.no_plots)
+                                   make_plots=not args.no_plots, save_split_codes=args.save_codes)
     except (FileNotFoundError, data.DataError, ValueError) as err:
         sys.exit(f"vscjax.evaluate: {err}")
     print(format_report(results))
     print(f"results in {os.path.abspath(results_path(args.workdir, args.split))}")
+    if args.save_codes:
+        print(f"codes in {results['codes']}")
 
 
 if __name__ == "__main__":

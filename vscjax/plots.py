@@ -1,5 +1,6 @@
 """Pictures of a trained model (matplotlib, PNG): reconstructions, training curves, latent
-traversals, per-class activation heatmaps and the class overlap matrix.
+traversals, rows of images (samples from the prior), per-class activation heatmaps and the
+class overlap matrix.
 
 Rendered with the non-interactive Agg backend, so no display is needed. Every picture is saved
 at ``DPI`` dots per inch; each function's docstring gives its size in pixels.
@@ -20,7 +21,7 @@ from PIL import Image  # noqa: E402
 
 DPI = 100
 TRAVERSAL_OFFSETS = np.linspace(-3.0, 3.0, 7)  # latent units: +-3 standard deviations of the prior slab
-TRAVERSAL_CELL_PX = 28  # height and width of one decoded image in latent_traversals
+TRAVERSAL_CELL_PX = 28  # height and width of one image in latent_traversals and image_rows
 TRAVERSAL_LABEL_PX = 140  # left margin for the row labels
 TRAVERSAL_RIGHT_PX = 6  # right margin
 TRAVERSAL_HEADER_PX = 60  # top margin for the title and the column labels
@@ -121,7 +122,26 @@ def latent_traversals(decode, codes: np.ndarray, dims: np.ndarray, centres: np.n
     swept = np.repeat(codes[:, None, :], cols, axis=1)  # [R, T, L]
     swept[np.arange(rows), :, np.asarray(dims)] = np.asarray(centres)[:, None] + offsets  # [R, T]
     images = np.asarray(decode(swept.reshape(rows * cols, -1)))  # [R * T, H, W, C]
-    mosaic, cmap = _as_rgb_or_grey(_mosaic(images.reshape(rows, cols, *images.shape[1:])))
+    return image_rows(images.reshape(rows, cols, *images.shape[1:]), path, row_labels=row_labels,
+                      column_labels=[f"{o:+g}" if o else "0" for o in offsets], title=title)
+
+
+def image_rows(grid: np.ndarray, path: str, *, row_labels, column_labels=None, title: str = "") -> str:
+    """Save rows of images, each row labelled on its left (and each column on top).
+
+    Args:
+      grid: [R, T, H, W, C] images in [0, 1].
+      path: the PNG to write.
+      row_labels: R strings.
+      column_labels: T strings, or None for no column labels.
+      title: a title above the grid.
+
+    Size: ``TRAVERSAL_LABEL_PX + T * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX`` by
+    ``TRAVERSAL_HEADER_PX + R * TRAVERSAL_CELL_PX`` pixels.
+    """
+    grid = np.asarray(grid)
+    rows, cols = grid.shape[:2]
+    mosaic, cmap = _as_rgb_or_grey(_mosaic(grid))
     width = TRAVERSAL_LABEL_PX + cols * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX
     height = TRAVERSAL_HEADER_PX + rows * TRAVERSAL_CELL_PX
     fig = plt.figure(figsize=_figsize(width, height))
@@ -129,10 +149,12 @@ def latent_traversals(decode, codes: np.ndarray, dims: np.ndarray, centres: np.n
     ax = fig.add_axes([TRAVERSAL_LABEL_PX / width, 0.0, cols * TRAVERSAL_CELL_PX / width,
                        1.0 - TRAVERSAL_HEADER_PX / height])
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
-    cell_h, cell_w = images.shape[1] + 1, images.shape[2] + 1  # image and its 1-pixel gap
+    cell_h, cell_w = grid.shape[2] + 1, grid.shape[3] + 1  # image and its 1-pixel gap
     ax.set_yticks(np.arange(rows) * cell_h + cell_h / 2 - 1, list(row_labels), fontsize=6)
-    ax.set_xticks(np.arange(cols) * cell_w + cell_w / 2 - 1,
-                  [f"{o:+g}" if o else "0" for o in offsets], fontsize=6)
+    if column_labels is None:
+        ax.set_xticks([])
+    else:
+        ax.set_xticks(np.arange(cols) * cell_w + cell_w / 2 - 1, list(column_labels), fontsize=6)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     if title:

@@ -24,12 +24,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, objective, plots, sharding
+from vscjax import data, objective, plots, profiling, provenance, sharding, trained
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.models import VSC
 from vscjax.state import TrainState, abstract, initial_state
 
+PRIOR_SAMPLES_SALT = 0x5A3F  # seeds the samples of plots/prior_samples.png
 
 
 class NonFiniteLossError(RuntimeError):
@@ -107,9 +108,10 @@ class Trainer:
         self.mesh = mesh if mesh is not None else sharding.make_data_mesh()
         validate(config, self.mesh.devices.size)
         d = config.data
-        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir)
+        self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror)
         # In-training evaluation reads the validation split only; the test set is for reports.
-        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir)
+        self.validation_data = data.load(d.source, d.name, "validation", data_dir=d.dir,
+                                         mirror=d.mirror)
         if config.train.batch_size > len(self.train_data.labels):
             raise ConfigError(f"config key train.batch_size: {config.train.batch_size} is larger than "
                              f"the {len(self.train_data.labels)} training images of {d.name}")
@@ -239,20 +241,24 @@ class _StopSignal:
 def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     """Train (or resume) ``config`` in ``workdir``; returns the end-of-run summary.
 
-    Writes ``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``,
-    ``summary.json`` and ``plots/`` into the workdir.
+    Writes ``config.json``, ``dataset.json`` (image shape and classes, for ``vscjax.load``),
+    ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``summary.json``, ``plots/`` and,
+    with ``train.profile_steps > 0``, ``profile/`` into the workdir.
     """
     from tqdm import tqdm
 
     trainer = Trainer(config, mesh)
     t = config.train
     checkpoints = Checkpoints(workdir, config)
+    if jax.process_index() == 0:
+        trained.write_dataset_info(workdir, config.data.name, trainer.image_shape, trainer.num_classes)
     restored = checkpoints.restore_latest(trainer.abstract_state())
     state = trainer.initial_state if restored is None else restored
     start = int(jax.device_get(state.step))
     if restored is not None:
         logging.info("resuming from step %d in %s", start, workdir)
     log = MetricsLog(workdir, start)
+    profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
     batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
                                   sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
     interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
@@ -281,7 +287,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
             for step, batch in batches:
                 if step >= t.num_steps:
                     break
-                state, metrics = trainer.train_step(state, batch, trainer.key)
+                profiler.before_step(step)
+                with profiler.annotate(step):
+                    state, metrics = trainer.train_step(state, batch, trainer.key)
+                profiler.after_step(step, state)
                 if pending is not None:
                     report(*pending)
                 pending = (step, metrics)
@@ -307,28 +316,32 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
                    **trainer.evaluate(state)}
         log.write("validation", summary["step"],
                   {k: v for k, v in summary.items() if k not in ("step", "split")})
+        summary["provenance"] = provenance.record()
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         if t.plots:
             _end_of_run_plots(trainer, state, workdir, log.path)
         return summary
     finally:
+        profiler.stop()
         progress.close()
         log.close()
         checkpoints.close()
 
 
 def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
-    """The cheap pictures: validation reconstructions (posterior mean code) and training curves."""
+    """The cheap pictures: validation reconstructions (posterior mean code), samples from the
+    prior (a row per class where the prior has classes) and training curves."""
     images = trainer.validation_data.images[:10]
-    model = trainer.model(state)
-    mu, logvar, spike_logit = model.encode(jnp.asarray(images))
-    # The posterior mean code: gamma > 0.5 decides the spike, the slab contributes its mean.
-    code = mu if spike_logit is None else mu * (spike_logit > 0)
-    recon = np.asarray(model.mean_image(code))
+    model = trained.TrainedModel(trainer.model(state), trainer.config, num_classes=trainer.num_classes)
     plot_dir = os.path.join(workdir, "plots")
-    plots.reconstruction_grid(images, recon, os.path.join(plot_dir, "reconstructions.png"),
+    plots.reconstruction_grid(images, model.reconstruct(images),
+                              os.path.join(plot_dir, "reconstructions.png"),
                               title="validation inputs and reconstructions (spikes: gamma > 0.5)")
+    key = jax.random.fold_in(jax.random.key(trainer.config.seed), PRIOR_SAMPLES_SALT)
+    samples, row_labels = trained.prior_sample_rows(model, key)
+    plots.image_rows(samples, os.path.join(plot_dir, "prior_samples.png"), row_labels=row_labels,
+                     title=f"samples from the {model.prior} prior (decoder mean images)")
     plots.training_curves(metrics_path, os.path.join(plot_dir, "training_curves.png"))
 
 

@@ -1,0 +1,174 @@
+"""vscjax.load and TrainedModel: parameters alone from a workdir; encode, decode, sample."""
+
+import json
+import os
+import re
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vscjax
+from helpers import REPO_ROOT, assert_trees_equal, load_config
+from vscjax import checkpoints, data, objective, train, trained
+from vscjax.models import build_model
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A 10-step tiny run with the class-mask prior on the digits."""
+    path = tmp_path_factory.mktemp("trained")
+    train.run(load_config("tiny", model__prior="class_mask", train__num_steps=10), str(path))
+    return path
+
+
+def test_load_gives_the_checkpoints_parameters_and_the_datas_shape(workdir):
+    model = vscjax.load(str(workdir))
+    assert model.image_shape == (8, 8, 1) and model.num_classes == 10 and model.step == 10
+    assert json.load(open(workdir / "dataset.json")) == {"name": "digits", "image_shape": [8, 8, 1],
+                                                          "num_classes": 10}
+    _, _, state = checkpoints.load_trained(str(workdir), (8, 8, 1), 10)
+    assert_trees_equal(model.params, state.params)
+
+
+def test_load_reads_no_optimizer_state(workdir, tmp_path):
+    """A workdir whose optimizer no longer matches its config still loads: Adam's moments are
+    never read (a full restore of the same checkpoint fails on them)."""
+    copy = tmp_path / "w"
+    shutil.copytree(workdir, copy)
+    config = json.load(open(copy / "config.json"))
+    config["optimizer"]["grad_clip_norm"] = 1.0  # optax.chain(clip, adam): another state tree
+    json.dump(config, open(copy / "config.json", "w"))
+    with pytest.raises(FileNotFoundError, match="no restorable checkpoint"):
+        checkpoints.load_trained(str(copy), (8, 8, 1), 10)
+    assert_trees_equal(vscjax.load(str(copy)).params, vscjax.load(str(workdir)).params)
+
+
+def test_a_workdir_without_dataset_info_needs_shape_and_classes(workdir, tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(workdir, copy)
+    os.remove(copy / "dataset.json")
+    with pytest.raises(FileNotFoundError, match=r"no dataset.json .*image_shape=.*num_classes="):
+        vscjax.load(str(copy))
+    model = vscjax.load(str(copy), image_shape=(8, 8, 1), num_classes=10)
+    assert_trees_equal(model.params, vscjax.load(str(workdir)).params)
+
+
+def test_encode_decode_reconstruct_agree_with_the_model_in_any_batch_size(workdir):
+    images = data.load("digits", "digits", "test").images[:37]  # [37, 8, 8, 1]
+    model = vscjax.load(str(workdir))
+    small = vscjax.load(str(workdir), batch_size=8)  # 5 batches, the last one padded
+    codes, small_codes = model.encode(images), small.encode(images)
+    mu, logvar, spike_logit = model.model.encode(jnp.asarray(images))
+    for ours, theirs in [(codes.mu, mu), (codes.logvar, logvar), (codes.gamma, jax.nn.sigmoid(spike_logit))]:
+        assert ours.shape == (37, 16)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(small_codes.mu, codes.mu, rtol=1e-5, atol=1e-6)
+    recon = small.reconstruct(images)
+    assert recon.shape == images.shape and recon.min() >= 0 and recon.max() <= 1
+    expected = model.model.mean_image(jnp.asarray(codes.mean_code))
+    np.testing.assert_allclose(recon, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"codes must be \[N, 16\]"):
+        model.decode(np.zeros((2, 15)))
+
+
+def test_class_masks_are_the_learned_prior(workdir):
+    model = vscjax.load(str(workdir))
+    prior = model.model.prior
+    expected = 1 / (1 + np.exp(-(np.asarray(prior.shared[...])[None] + np.asarray(prior.offset[...]))))
+    assert model.class_masks.shape == (10, 16)
+    np.testing.assert_allclose(model.class_masks, expected, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+N = 4000  # samples per check; a frequency's standard error is at most 0.008
+
+
+def _model(prior, num_classes=3, **overrides):
+    config = load_config("tiny", model__prior=prior, **overrides)
+    model = build_model(config.model, (8, 8, 1), num_classes, alpha=config.objective.alpha, seed=0)
+    return model, config
+
+
+def _on_fraction(z):
+    return (np.asarray(z) != 0).mean(axis=0)  # [L]
+
+
+def test_class_mask_samples_follow_their_classs_spike_probabilities():
+    model, config = _model("class_mask")
+    masks = np.full((3, 16), 0.05)
+    for c in range(3):
+        masks[c, 4 * c:4 * c + 4] = 0.9  # each class owns four dimensions
+    model.prior.shared[...] = jnp.zeros(16)
+    model.prior.offset[...] = jnp.log(masks) - jnp.log1p(-masks)
+    sampler = trained.TrainedModel(model, config, num_classes=3)
+    np.testing.assert_allclose(sampler.class_masks, masks, rtol=1e-5)
+    for c in range(3):
+        z = sampler.sample_latents(N, jax.random.key(c), label=c)
+        np.testing.assert_allclose(_on_fraction(z), masks[c], atol=0.035)
+        on = z[z != 0]
+        assert abs(on.mean()) < 0.1 and abs(on.std() - 1) < 0.1  # the N(0, 1) slab
+    z = sampler.sample_latents(N, jax.random.key(9))  # classes drawn uniformly
+    np.testing.assert_allclose(_on_fraction(z), masks.mean(axis=0), atol=0.035)
+    # One class per sample, not each dimension's own coin: two dimensions of one class are on
+    # together far more often than dimensions of two classes.
+    both_same, both_other = np.mean((z[:, 0] != 0) & (z[:, 1] != 0)), np.mean((z[:, 0] != 0) & (z[:, 4] != 0))
+    assert both_same > 0.2 and both_other < 0.06
+    images = sampler.sample(5, jax.random.key(1), label=2)
+    np.testing.assert_allclose(images, sampler.decode(sampler.sample_latents(5, jax.random.key(1), label=2)))
+    assert images.shape == (5, 8, 8, 1)
+    with pytest.raises(ValueError, match=r"label 3 is outside \[0, 3\)"):
+        sampler.sample(2, jax.random.key(0), label=3)
+
+
+@pytest.mark.parametrize("prior", ["fixed", "pseudo_inputs", "gaussian"])
+def test_other_priors_sample_their_generative_prior(prior):
+    overrides = {"objective__align_mode": "off"} if prior == "gaussian" else {}
+    model, config = _model(prior, **overrides)
+    sampler = trained.TrainedModel(model, config, num_classes=3)
+    z = sampler.sample_latents(N, jax.random.key(0))
+    assert sampler.class_masks is None
+    if prior == "gaussian":
+        assert np.all(z != 0) and abs(z.std() - 1) < 0.05
+        return
+    mixture = objective.prior_mixture(model, config.objective.alpha)
+    spike = np.broadcast_to(jax.nn.sigmoid(mixture.spike_logit), (mixture.log_weights.shape[0], 16))
+    np.testing.assert_allclose(_on_fraction(z), spike.mean(axis=0), atol=0.035)  # uniform mixture
+    if prior == "fixed":
+        np.testing.assert_allclose(spike.mean(axis=0), config.objective.alpha, rtol=1e-5)
+    with pytest.raises(ValueError, match=f"the {prior} prior has no classes"):
+        sampler.sample(2, jax.random.key(0), label=0)
+
+
+def test_prior_sample_rows_give_a_row_per_class_where_there_are_classes():
+    model, config = _model("class_mask")
+    grid, names = trained.prior_sample_rows(trained.TrainedModel(model, config, num_classes=3),
+                                            jax.random.key(0), per_row=5)
+    assert grid.shape == (3, 5, 8, 8, 1) and names == ["class 0", "class 1", "class 2"]
+    model, config = _model("fixed")
+    grid, names = trained.prior_sample_rows(trained.TrainedModel(model, config, num_classes=3),
+                                            jax.random.key(0), per_row=5, unlabelled_rows=2)
+    assert grid.shape == (2, 5, 8, 8, 1) and names == ["fixed prior"] * 2
+
+# ----------------------------------------------------------------------------- the README
+
+
+def readme_example() -> str:
+    """The Python code block of the README's "Using a trained model" section."""
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    section = readme.split("## Using a trained model", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.mark.slow
+def test_readme_example_runs(tmp_path, monkeypatch, mnist_dir):
+    monkeypatch.chdir(tmp_path)
+    train.run(load_config("tiny", data__source="idx", data__name="mnist", model__prior="class_mask",
+                          train__num_steps=5, train__eval_batch_size=1000), "workdir/mnist")
+    namespace = {}
+    exec(compile(readme_example(), "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["samples"].shape == (16, 28, 28, 1)
+    assert namespace["threes"].shape == (16, 28, 28, 1)  # the class-mask branch ran

@@ -1,0 +1,215 @@
+"""Trained models from Python: ``vscjax.load(workdir)`` and what it returns.
+
+    import jax, vscjax
+    model = vscjax.load("workdir/mnist")
+    codes = model.encode(images)           # mu, logvar, gamma: [N, L] each
+    images = model.sample(16, jax.random.key(0), label=3)
+
+:func:`load` reads a train.py workdir: ``config.json``, ``dataset.json`` (the image shape and
+the number of classes, written by the trainer) and the parameters of the newest restorable
+checkpoint, alone (the optimizer state is not read). :class:`TrainedModel` runs the model in
+jitted, fixed-size batches (one compilation per batch shape) and returns numpy arrays.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from vscjax import checkpoints, objective
+from vscjax.evaluate import Codes, encode_images, map_in_batches
+from vscjax.models import VSC, build_model
+
+DATASET_FILE = "dataset.json"
+BATCH_SIZE = 1000  # images per jitted call
+
+
+def write_dataset_info(workdir: str, name: str, image_shape: Sequence[int], num_classes: int) -> None:
+    """Record in ``workdir/dataset.json`` what a model of this workdir was built for."""
+    path = os.path.join(workdir, DATASET_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump({"name": name, "image_shape": list(image_shape), "num_classes": num_classes}, f)
+    os.replace(path + ".tmp", path)
+
+
+def read_dataset_info(workdir: str) -> dict:
+    """``workdir/dataset.json``: name, image_shape and num_classes of the model's data."""
+    path = os.path.join(workdir, DATASET_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no {DATASET_FILE} in {workdir} (made by an older train.py?); pass the data's image "
+            f"shape and class count: vscjax.load(workdir, image_shape=(28, 28, 1), num_classes=10)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def load(workdir: str, *, image_shape: Sequence[int] | None = None, num_classes: int | None = None,
+         batch_size: int = BATCH_SIZE) -> TrainedModel:
+    """The trained model of a train.py workdir (its newest restorable checkpoint).
+
+    Args:
+      workdir: the training run's folder.
+      image_shape: (H, W, C) of the data; default: from ``dataset.json``. Workdirs made before
+        the trainer wrote that file need it and ``num_classes``.
+      num_classes: the data's class count; default: from ``dataset.json``.
+      batch_size: images (or codes) per jitted call.
+
+    Returns:
+      A :class:`TrainedModel` holding the parameters on the default device.
+
+    Raises:
+      FileNotFoundError: the workdir has no config, no dataset info, or no restorable checkpoint.
+    """
+    config = checkpoints.read_config(workdir)
+    if image_shape is None or num_classes is None:
+        info = read_dataset_info(workdir)
+        image_shape = info["image_shape"] if image_shape is None else image_shape
+        num_classes = info["num_classes"] if num_classes is None else num_classes
+    abstract_model = nnx.eval_shape(lambda: build_model(
+        config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha, seed=config.seed))
+    graphdef, abstract_params = nnx.split(abstract_model)
+    params, step = checkpoints.load_params(workdir, abstract_params)
+    return TrainedModel(nnx.merge(graphdef, params), config, num_classes=num_classes, step=step,
+                        batch_size=batch_size)
+
+
+class TrainedModel:
+    """A trained VSC model (or plain VAE): encode, decode, reconstruct, sample from the prior.
+
+    Every method takes and returns numpy (or JAX) arrays and runs the model in jitted batches
+    of ``batch_size``.
+
+    Attributes:
+      config: the run's config.
+      image_shape: (H, W, C) of the images.
+      latent_dim: L.
+      num_classes: C of the training data.
+      prior: the prior's kind: "fixed", "class_mask", "pseudo_inputs" or "gaussian" (a VAE).
+      step: the training step of the parameters.
+    """
+
+    def __init__(self, model: VSC, config: ml_collections.ConfigDict, *, num_classes: int,
+                 step: int = 0, batch_size: int = BATCH_SIZE):
+        self.graphdef, self.params = nnx.split(model)
+        self.config = config
+        self.image_shape = model.image_shape
+        self.latent_dim = model.latent_dim
+        self.num_classes = num_classes
+        self.prior = model.prior_kind
+        self.step = step
+        self.batch_size = batch_size
+
+    def __repr__(self) -> str:
+        return (f"TrainedModel(prior={self.prior!r}, latent_dim={self.latent_dim}, "
+                f"image_shape={self.image_shape}, num_classes={self.num_classes}, step={self.step})")
+
+    @property
+    def model(self) -> VSC:
+        """The NNX model (a new one holding these parameters)."""
+        return nnx.merge(self.graphdef, self.params)
+
+    @property
+    def class_masks(self) -> np.ndarray | None:
+        """The learned class masks, prior spike probabilities [C, L] (class-mask prior; else None)."""
+        if self.prior != "class_mask":
+            return None
+        return np.asarray(self.model.prior.masks())
+
+    def encode(self, images) -> Codes:
+        """Posterior heads of images [N, H, W, C] (float, values in [0, 1]).
+
+        Returns:
+          Codes with mu, logvar and gamma (spike probabilities; ones for a plain VAE), [N, L]
+          each, and ``mean_code`` (mu where gamma > 0.5, else 0).
+        """
+        return encode_images(self.graphdef, self.params, np.asarray(images), self.batch_size)
+
+    def decode(self, z) -> np.ndarray:
+        """The decoder's mean images of latent codes z [N, L]: [N, H, W, C]."""
+        z = np.asarray(z, np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"codes must be [N, {self.latent_dim}], got shape {z.shape}")
+        return map_in_batches(lambda i, batch: _mean_image(self.graphdef, self.params, batch), (z,),
+                              self.batch_size)
+
+    def reconstruct(self, images) -> np.ndarray:
+        """Images [N, H, W, C] decoded from their posterior mean codes (spike on where
+        gamma > 0.5, slab at its mean): [N, H, W, C]."""
+        return self.decode(self.encode(images).mean_code)
+
+    def sample_latents(self, n: int, key: jax.Array, *, label: int | None = None) -> np.ndarray:
+        """n codes [n, L] drawn from the model's generative prior (see :meth:`sample`)."""
+        if label is not None:
+            if self.prior != "class_mask":
+                raise ValueError(f"the {self.prior} prior has no classes; sample with label=None")
+            if not 0 <= int(label) < self.num_classes:
+                raise ValueError(f"label {label} is outside [0, {self.num_classes})")
+            label = jnp.full(n, int(label), jnp.int32)
+        return np.asarray(_prior_latents(self.graphdef, float(self.config.objective.alpha),
+                                         n, self.params, key, label))
+
+    def sample(self, n: int, key: jax.Array, *, label: int | None = None) -> np.ndarray:
+        """n images [n, H, W, C] from the model's generative prior: decoded prior codes.
+
+        The fixed prior: each dimension on with probability alpha, N(0, 1) when on. The
+        class-mask prior: the class ``label``'s spike probabilities with an N(0, 1) slab;
+        ``label=None`` draws each sample's class uniformly. The pseudo-input prior: a uniform
+        mixture of its components (no labels). A plain VAE: N(0, I).
+
+        Args:
+          n: number of samples.
+          key: a JAX random key.
+          label: the class to sample (class-mask prior only), or None.
+        """
+        return self.decode(self.sample_latents(n, key, label=label))
+
+
+def prior_sample_rows(model: TrainedModel, key: jax.Array, *, per_row: int = 10,
+                      unlabelled_rows: int = 3) -> tuple[np.ndarray, list[str]]:
+    """Rows of samples from the prior, for a picture: one row per class where the prior has
+    classes (the class-mask prior), else ``unlabelled_rows`` rows.
+
+    Returns:
+      (images [R, per_row, H, W, C], R row labels).
+    """
+    if model.prior == "class_mask":
+        labels = list(range(model.num_classes))
+        names = [f"class {c}" for c in labels]
+    else:
+        labels = [None] * unlabelled_rows
+        names = [f"{model.prior} prior"] * unlabelled_rows
+    rows = [model.sample(per_row, jax.random.fold_in(key, r), label=label) for r, label in enumerate(labels)]
+    return np.stack(rows), names
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mean_image(graphdef, params, z):
+    """Mean images [B, H, W, C] of codes z [B, L]."""
+    return nnx.merge(graphdef, params).mean_image(z)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _prior_latents(graphdef, alpha: float, n: int, params, key, labels):
+    """n codes [n, L] from the prior of the model (graphdef, params); ``labels`` [n] int32
+    picks each sample's mixture component, None draws them from the mixture's weights."""
+    model = nnx.merge(graphdef, params)
+    component_key, spike_key, slab_key = jax.random.split(key, 3)
+    shape = (n, model.latent_dim)
+    if model.prior_kind == "gaussian":  # plain VAE: N(0, I)
+        return jax.random.normal(slab_key, shape)
+    prior = objective.prior_mixture(model, alpha)
+    num_components = prior.log_weights.shape[0]
+    if labels is None:
+        labels = jax.random.categorical(component_key, prior.log_weights, shape=(n,))  # [n]
+    pick = lambda values: jnp.broadcast_to(values, (num_components, shape[1]))[labels]  # noqa: E731  [n, L]
+    on = jax.random.uniform(spike_key, shape) < jax.nn.sigmoid(pick(prior.spike_logit))
+    slab = pick(prior.mu) + jnp.exp(0.5 * pick(prior.logvar)) * jax.random.normal(slab_key, shape)
+    return jnp.where(on, slab, 0.0)
