@@ -122,8 +122,27 @@ def test_class_mask_bound_equals_float64_logsumexp_over_classes():
     pairs = sum(prior_p[a] * prior_p[b] for a in range(num_classes) for b in range(a + 1, num_classes))  # [L]
     sharing = np.sum((1 - np.prod(prior_p, 0) ** (1 / num_classes)) * pairs)
     np.testing.assert_allclose(got["partial_sharing"], np.full(16, sharing), rtol=1e-4)
+    shared = np.asarray(model.prior.shared[...], np.float64)
+    excess = np.maximum(prior_p - 1 / (1 + np.exp(-shared)), 0)  # [C, L]
+    exclusivity = sum(np.sum(excess[a] * excess[b]) for a in range(num_classes) for b in range(a + 1, num_classes))
+    np.testing.assert_allclose(got["class_exclusivity"], np.full(16, exclusivity), rtol=1e-4)
     # The mixture bound is never worse than the best single class plus log C.
     assert np.all(bound <= recon + slab + spike.min(-1) + np.log(num_classes) + 1e-6)
+
+
+def test_nonnegative_class_offsets_only_raise_the_shared_logits():
+    model = VSC((8, 8, 1), 5, hidden=(8,), prior="class_mask", num_classes=3, alpha=0.05,
+                class_offsets="nonnegative", rngs=nnx.Rngs(params=0))
+    prior = model.prior
+    # Starts at (about) the fixed prior.
+    np.testing.assert_allclose(prior.masks(), 0.05, atol=2e-4)
+    prior.offset[...] = jnp.asarray(np.random.default_rng(0).normal(0, 5, (3, 5)), jnp.float32)
+    h = np.asarray(prior.offsets())
+    np.testing.assert_allclose(h, np.logaddexp(0, np.asarray(prior.offset[...], np.float64)), rtol=1e-5)
+    assert np.all(np.asarray(prior.logits()) >= np.asarray(prior.shared[...])[None] - 1e-6)
+    with pytest.raises(ValueError, match="unknown class offsets 'x'"):
+        VSC((8, 8, 1), 5, hidden=(8,), prior="class_mask", num_classes=3, class_offsets="x",
+            rngs=nnx.Rngs(params=0))
 
 
 def test_partial_sharing_spares_class_specific_and_global_dimensions():

@@ -16,8 +16,8 @@ import urllib.parse
 import ml_collections
 
 from vscjax import alignment, spike_slab
-from vscjax.models import ARCHITECTURES, LIKELIHOODS, PRIORS
-from vscjax.objective import SCHEDULE_KINDS
+from vscjax.models import ARCHITECTURES, CLASS_OFFSETS, LIKELIHOODS, PRIORS
+from vscjax.objective import REGULARISERS, SCHEDULE_KINDS
 
 ALIGN_MODES = ("off",) + alignment.MODES
 NONFINITE_POLICIES = ("skip", "stop")
@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
         likelihood="bernoulli",
         prior="fixed",  # fixed (alpha), class_mask (learned per class), pseudo_inputs, gaussian (VAE)
         num_pseudo_inputs=10, pseudo_sharpness=10.0,
+        class_offsets="signed",  # class-mask prior: signed (free rows) or nonnegative offsets
         dtype="float32",
     ))
     c.objective = ml_collections.ConfigDict(dict(
@@ -74,6 +75,7 @@ def base_config() -> ml_collections.ConfigDict:
         sparsity_weight=1.0,  # weight of the learned priors' sparsity term (a regulariser)
         class_prior_penalty=0.0,  # weight of sum_j offset[y, j]^2 (class-mask prior; regulariser)
         partial_sharing=0.0,  # weight of objective.partial_sharing (class-mask prior; regulariser)
+        class_exclusivity=0.0,  # weight of objective.class_exclusivity (class-mask prior; regulariser)
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-3,
@@ -152,13 +154,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     _check_choice("model.architecture", m.architecture, ARCHITECTURES)
     _check_choice("model.likelihood", m.likelihood, LIKELIHOODS)
     _check_choice("model.prior", m.prior, PRIORS)
+    _check_choice("model.class_offsets", m.class_offsets, CLASS_OFFSETS)
     _check_choice("model.dtype", m.dtype, ("float32", "bfloat16"))
     if not 0.0 < o.alpha < 1.0:
         _fail("objective.alpha", f"must lie in (0, 1), got {o.alpha}")
     _check_choice("objective.mask", o.mask, spike_slab.MASKS)
     _check_choice("objective.align_mode", o.align_mode, ALIGN_MODES)
     _check_choice("objective.align_reduce_dims", o.align_reduce_dims, alignment.REDUCTIONS)
-    for key in ("sparsity_weight", "class_prior_penalty", "partial_sharing"):
+    for key in REGULARISERS.values():
         if o[key] < 0:
             _fail(f"objective.{key}", f"must be >= 0, got {o[key]}")
     if o.align_mode != "off" and m.prior == "gaussian":

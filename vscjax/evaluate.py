@@ -419,8 +419,7 @@ def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray |
         component_kl=mean("component_kl") if learned else None,
         fixed_prior_exact_neg_elbo=mean("fixed_prior_exact") if spikes else None,
         class_conditional_neg_elbo=mean("class_conditional_exact") if prior == "class_mask" else None,
-        regularisers=dict(sparsity=mean("sparsity"), class_prior_penalty=mean("class_prior_penalty"),
-                          partial_sharing=mean("partial_sharing")) if learned else None,
+        regularisers={name: mean(name) for name in objective.REGULARISERS} if learned else None,
         relaxed_neg_elbo=mean("relaxed") if relaxed_training else None,
         leak=mean("leak") if relaxed_training else None,
         c=float(objective.schedule_value(config.objective.c, step)) if spikes else None,
@@ -675,9 +674,8 @@ def format_report(results: dict) -> str:
         if e["class_conditional_neg_elbo"] is not None:
             lines.append(f"  class-conditional -ELBO {e['class_conditional_neg_elbo']:9.2f}   (bound on "
                          f"-log p(x | y), label given)")
-        lines.append(f"  regularisers (not in any bound): sparsity {r['sparsity']:.2f}, "
-                     f"class prior penalty {r['class_prior_penalty']:.2f}, "
-                     f"partial sharing {r['partial_sharing']:.2f}")
+        lines.append("  regularisers (not in any bound): "
+                     + ", ".join(f"{name.replace('_', ' ')} {value:.2f}" for name, value in r.items()))
     if e["iw_nll"] is not None:
         lines.append(f"  IW NLL bound     {e['iw_nll']:9.2f}   (K={e['iw_samples']} hard-spike samples)")
     lines += ["", f"Sparsity ({leak})",

@@ -19,6 +19,7 @@ from flax import nnx
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
 PRIORS = ("fixed", "class_mask", "pseudo_inputs", "gaussian")
+CLASS_OFFSETS = ("signed", "nonnegative")
 
 
 # ----------------------------------------------------------------------------- likelihoods
@@ -185,27 +186,41 @@ class PseudoInputPrior(nnx.Module):
 class ClassMaskPrior(nnx.Module):
     """Learned class-conditional spike prior: one row of spike logits per class.
 
-    ``logits[c, j] = shared[j] + offset[c, j]``: ``shared`` [L] holds what every class has in
-    common, ``offset`` [C, L] what is specific to class c (a penalty on ``offset`` in the loss
-    keeps it small; without one the rows are free). The slab prior stays N(0, 1). Initialised
-    at ``logit(alpha)`` for every class, i.e. the fixed prior. The encoder never sees the label:
-    a training sample's spike KL is taken to its class's row, and the generative model is the
-    mixture ``p(z) = sum_c p(c) p(z | c)`` with ``p(c) = 1 / C``.
+    ``logits[c, j] = shared[j] + h[c, j]``: ``shared`` [L] holds what every class has in common,
+    the class offsets ``h`` [C, L] what is specific to class c. ``offsets="signed"``: ``h`` is the
+    parameter ``offset`` itself, so the rows are free (a penalty on ``h`` in the loss keeps them
+    near the shared row). ``offsets="nonnegative"``: ``h = softplus(offset)``, so a class can only
+    raise a dimension above its shared level: a dimension every class uses must live in
+    ``shared`` (a global factor), and the others are raised by the classes that own them. The
+    slab prior stays N(0, 1). Initialised at (about) ``logit(alpha)`` for every class, i.e. the
+    fixed prior. The encoder never sees the label: a training sample's spike KL is taken to its
+    class's row, and the generative model is the mixture ``p(z) = sum_c p(c) p(z | c)`` with
+    ``p(c) = 1 / C``.
     """
 
-    def __init__(self, num_classes: int, latent_dim: int, alpha: float):
+    NONNEGATIVE_START = -6.0  # softplus(-6) = 0.0025: nonnegative offsets start near 0
+
+    def __init__(self, num_classes: int, latent_dim: int, alpha: float, offsets: str = "signed"):
         if num_classes < 1:
             raise ValueError(f"the class-mask prior needs at least one class, got {num_classes}")
+        if offsets not in CLASS_OFFSETS:
+            raise ValueError(f"unknown class offsets {offsets!r}; expected one of {CLASS_OFFSETS}")
+        self.nonnegative = offsets == "nonnegative"
+        start = self.NONNEGATIVE_START if self.nonnegative else 0.0
         self.shared = nnx.Param(jnp.full((latent_dim,), math.log(alpha) - math.log1p(-alpha), jnp.float32))
-        self.offset = nnx.Param(jnp.zeros((num_classes, latent_dim), jnp.float32))
+        self.offset = nnx.Param(jnp.full((num_classes, latent_dim), start, jnp.float32))
 
     @property
     def num_classes(self) -> int:
         return self.offset.shape[0]
 
+    def offsets(self) -> jax.Array:
+        """The class offsets h added to the shared logits, [C, L]."""
+        return jax.nn.softplus(self.offset[...]) if self.nonnegative else self.offset[...]
+
     def logits(self) -> jax.Array:
         """Spike logits of every class, [C, L]."""
-        return self.shared[...][None, :] + self.offset[...]
+        return self.shared[...][None, :] + self.offsets()
 
     def masks(self) -> jax.Array:
         """The learned class masks: prior spike probabilities sigmoid(logits), [C, L]."""
@@ -227,6 +242,7 @@ class VSC(nnx.Module):
         spike logits per class, :class:`ClassMaskPrior`), "pseudo_inputs" (learned prior with
         ``num_pseudo_inputs`` components) or "gaussian" (a plain VAE: no spikes).
       num_classes: C, needed by the class-mask prior.
+      class_offsets: "signed" or "nonnegative" class offsets of the class-mask prior.
       alpha: prior spike probability; the class-mask prior starts there.
       dtype: compute dtype of matmuls and activations ("float32" or "bfloat16").
     """
@@ -235,7 +251,7 @@ class VSC(nnx.Module):
                  hidden: Sequence[int] = (400,), conv_channels: int = 32,
                  likelihood: str = "bernoulli", prior: str = "fixed", num_pseudo_inputs: int = 10,
                  pseudo_sharpness: float = 10.0, num_classes: int = 0, alpha: float = 0.01,
-                 dtype: str = "float32", rngs: nnx.Rngs):
+                 class_offsets: str = "signed", dtype: str = "float32", rngs: nnx.Rngs):
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; expected one of {PRIORS}")
         if architecture not in ARCHITECTURES:
@@ -259,7 +275,7 @@ class VSC(nnx.Module):
         if prior == "pseudo_inputs":
             self.prior = PseudoInputPrior(image_shape, num_pseudo_inputs, pseudo_sharpness, rngs=rngs)
         elif prior == "class_mask":
-            self.prior = ClassMaskPrior(num_classes, latent_dim, alpha)
+            self.prior = ClassMaskPrior(num_classes, latent_dim, alpha, class_offsets)
         else:
             self.prior = None
 
@@ -302,6 +318,7 @@ def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, a
         pseudo_sharpness=model_config.pseudo_sharpness,
         num_classes=num_classes,
         alpha=alpha,
+        class_offsets=model_config.class_offsets,
         dtype=model_config.dtype,
         rngs=nnx.Rngs(params=seed),
     )

@@ -17,6 +17,14 @@ from vscjax import alignment, spike_slab
 from vscjax.models import VSC
 
 SCHEDULE_KINDS = ("constant", "linear", "exponential")
+# Regularisers of the learned priors (never part of a bound) -> the config.objective key of their
+# weight in the loss.
+REGULARISERS = {
+    "sparsity": "sparsity_weight",  # learned priors: L * KL(Bern(mean prior spike) || Bern(alpha))
+    "class_prior_penalty": "class_prior_penalty",  # class-mask prior: sum_j h[y, j]^2
+    "partial_sharing": "partial_sharing",  # class-mask prior: partial_sharing()
+    "class_exclusivity": "class_exclusivity",  # class-mask prior: class_exclusivity()
+}
 EVAL_KEY_SALT = 0x5EED
 
 
@@ -98,6 +106,24 @@ def _labels_gather(per_class: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.take(per_class, labels, axis=0, mode="clip")
 
 
+def class_exclusivity(shared: jax.Array, offsets: jax.Array) -> jax.Array:
+    """How much the classes raise the same dimensions above their shared level, a scalar.
+
+    ``e[c, j] = max(sigmoid(shared_j + offsets_cj) - sigmoid(shared_j), 0)`` is the prior spike
+    probability class c adds to dimension j; the exclusivity is ``sum_j sum_{c < c'} e_cj e_c'j``:
+    0 when every dimension is raised by at most one class. Meant for nonnegative offsets, where
+    a dimension every class uses must live in ``shared`` (with signed offsets the classes can
+    lower a high shared logit instead, and the term says little).
+
+    Args:
+      shared: [L] shared logits; offsets: [C, L] class offsets.
+    """
+    base = jax.nn.sigmoid(shared)  # [L]
+    excess = jnp.maximum(jax.nn.sigmoid(shared[None, :] + offsets) - base, 0.0)  # [C, L]
+    total = jnp.sum(excess, axis=0)  # [L]
+    return 0.5 * jnp.sum(jnp.square(total) - jnp.sum(jnp.square(excess), axis=0))
+
+
 def partial_sharing(logits: jax.Array) -> jax.Array:
     """How much the class masks share dimensions without sharing them with every class, a scalar.
 
@@ -115,21 +141,25 @@ def partial_sharing(logits: jax.Array) -> jax.Array:
     return jnp.sum((1.0 - geometric_mean) * pairs)
 
 
-def _class_mask_regularisers(prior, labels, alpha) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(sparsity, offset penalty, partial sharing) per sample, [B] each, of the class-mask prior.
+def _class_mask_regularisers(prior, labels, alpha) -> dict:
+    """The class-mask prior's regularisers per sample, [B] each.
 
     sparsity: ``L * KL(Bern(rho_y) || Bern(alpha))`` with ``rho_y`` the mean prior spike
-    probability of the sample's class; penalty: ``sum_j offset[y, j]^2``; partial sharing:
-    :func:`partial_sharing`, the same for every sample.
+    probability of the sample's class; class_prior_penalty: ``sum_j h[y, j]^2``; partial_sharing
+    (:func:`partial_sharing`) and class_exclusivity (:func:`class_exclusivity`), the same for
+    every sample.
     """
     logits = prior.logits()  # [C, L]
     rho = jnp.mean(jax.nn.sigmoid(logits), axis=-1)  # [C]
     rho_logit = jnp.log(rho) - jnp.log1p(-rho)
     sparsity = logits.shape[-1] * spike_slab.spike_kl_to_prior(rho_logit[:, None], spike_slab.alpha_logit(alpha))
-    penalty = jnp.sum(jnp.square(prior.offset[...]), axis=-1)  # [C]
-    sharing = partial_sharing(logits)
-    return (_labels_gather(sparsity, labels), _labels_gather(penalty, labels),
-            jnp.full(labels.shape, sharing))
+    offsets = prior.offsets()  # [C, L]
+    penalty = jnp.sum(jnp.square(offsets), axis=-1)  # [C]
+    per_sample = lambda value: jnp.full(labels.shape, value)  # noqa: E731
+    return dict(sparsity=_labels_gather(sparsity, labels),
+                class_prior_penalty=_labels_gather(penalty, labels),
+                partial_sharing=per_sample(partial_sharing(logits)),
+                class_exclusivity=per_sample(class_exclusivity(prior.shared[...], offsets)))
 
 
 def _pseudo_input_kls(model: VSC, x, mu, logvar, spike_logit, alpha):
@@ -151,13 +181,12 @@ def _prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
 
     Returns slab_kl, spike_kl (training: own class / selector-weighted), the bound's parts
     bound_slab_kl, bound_spike_kl, component_kl, the fixed-prior spike KL, and the regularisers
-    sparsity and class_prior_penalty.
+    (one entry per name in ``REGULARISERS``; zeros where the prior has none).
     """
     zeros = jnp.zeros(mu.shape[0], jnp.float32)
     slab_std = spike_slab.slab_kl_to_prior(mu, logvar, spike_logit, 0.0, 0.0)  # to N(0, 1)
     fixed_spike = spike_slab.spike_kl_to_prior(spike_logit, spike_slab.alpha_logit(alpha))
-    out = dict(fixed_prior_spike_kl=fixed_spike, sparsity=zeros, class_prior_penalty=zeros,
-               partial_sharing=zeros)
+    out = dict(fixed_prior_spike_kl=fixed_spike, **{name: zeros for name in REGULARISERS})
     prior = model.prior
     if prior is None:  # the fixed prior: training and bound agree
         out.update(slab_kl=slab_std, spike_kl=fixed_spike, bound_slab_kl=slab_std,
@@ -169,10 +198,8 @@ def _prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
         per_class = spike_slab.spike_kl_to_components(spike_logit, logits)  # [B, C]
         log_w = jnp.full(prior.num_classes, -jnp.log(prior.num_classes), jnp.float32)
         b_slab, b_spike, comp = spike_slab.mixture_kl_parts(slab_std[:, None], per_class, log_w)
-        sparsity, penalty, sharing = _class_mask_regularisers(prior, labels, alpha)
         out.update(slab_kl=slab_std, spike_kl=own, bound_slab_kl=b_slab, bound_spike_kl=b_spike,
-                   component_kl=comp, sparsity=sparsity, class_prior_penalty=penalty,
-                   partial_sharing=sharing)
+                   component_kl=comp, **_class_mask_regularisers(prior, labels, alpha))
         return out
     slab, spike, w, sparsity = _pseudo_input_kls(model, x, mu, logvar, spike_logit, alpha)
     num = slab.shape[-1]
@@ -199,8 +226,7 @@ def elbo_terms(model: VSC, x, labels, key, *, c, alpha, mask: str, warmup=1.0) -
         un-warmed parameters.
 
     Returns:
-      dict of [B] arrays: recon, slab_kl, spike_kl, sparsity, class_prior_penalty,
-      partial_sharing, neg_elbo
+      dict of [B] arrays: recon, slab_kl, spike_kl, the regularisers (``REGULARISERS``), neg_elbo
       (recon + slab_kl + spike_kl: for the class-mask prior the bound on -log p(x | y), for the
       pseudo-input prior the authors' selector-weighted objective); and the heads mu, logvar,
       spike_logit ([B, L]; spike_logit None for a VAE).
@@ -210,24 +236,23 @@ def elbo_terms(model: VSC, x, labels, key, *, c, alpha, mask: str, warmup=1.0) -
         eps = jax.random.normal(key, mu.shape, mu.dtype)
         z = mu + jnp.exp(0.5 * logvar) * eps
         slab_kl = spike_slab.gaussian_kl(mu, logvar)
-        spike_kl = sparsity = penalty = sharing = jnp.zeros_like(slab_kl)
+        zeros = jnp.zeros_like(slab_kl)
+        p = dict(slab_kl=slab_kl, spike_kl=zeros, **{name: zeros for name in REGULARISERS})
     else:
         z = spike_slab.sample(key, warmup * mu, warmup * logvar, spike_logit, c=c, mask=mask)
         p = _prior_terms(model, x, labels, mu, logvar, spike_logit, alpha)
-        slab_kl, spike_kl, sparsity, penalty, sharing = (
-            p["slab_kl"], p["spike_kl"], p["sparsity"], p["class_prior_penalty"], p["partial_sharing"])
     recon = model.reconstruction_nll(z, x)
-    return dict(recon=recon, slab_kl=slab_kl, spike_kl=spike_kl, sparsity=sparsity,
-                class_prior_penalty=penalty, partial_sharing=sharing,
-                neg_elbo=recon + slab_kl + spike_kl, mu=mu, logvar=logvar, spike_logit=spike_logit)
+    return dict(recon=recon, slab_kl=p["slab_kl"], spike_kl=p["spike_kl"],
+                **{name: p[name] for name in REGULARISERS},
+                neg_elbo=recon + p["slab_kl"] + p["spike_kl"], mu=mu, logvar=logvar, spike_logit=spike_logit)
 
 
 def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes: int,
                      *, class_major: bool = False):
     """The training loss at ``step`` and its metrics (scalars averaged over the global batch).
 
-        loss = mean_B[recon + beta * (slab KL + spike KL) + sparsity_weight * sparsity
-                      + class_prior_penalty * penalty + partial_sharing * sharing]
+        loss = mean_B[recon + beta * (slab KL + spike KL)
+                      + sum over REGULARISERS of their config weight * their value]
                + align_weight * alignment
 
     Args:
@@ -247,13 +272,10 @@ def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes:
     t = elbo_terms(model, batch["image"], batch["label"], key, c=c, alpha=objective.alpha,
                    mask=objective.mask, warmup=warmup)
     kl = t["slab_kl"] + t["spike_kl"]
-    regulariser = (objective.sparsity_weight * t["sparsity"]
-                   + objective.class_prior_penalty * t["class_prior_penalty"]
-                   + objective.partial_sharing * t["partial_sharing"])
+    regulariser = sum(objective[weight] * t[name] for name, weight in REGULARISERS.items())
     loss = jnp.mean(t["recon"] + beta * kl + regulariser)
-    metrics = dict(recon=jnp.mean(t["recon"]), kl=jnp.mean(kl), sparsity=jnp.mean(t["sparsity"]),
-                   class_prior_penalty=jnp.mean(t["class_prior_penalty"]),
-                   partial_sharing=jnp.mean(t["partial_sharing"]),
+    metrics = dict(recon=jnp.mean(t["recon"]), kl=jnp.mean(kl),
+                   **{name: jnp.mean(t[name]) for name in REGULARISERS},
                    c=c, beta=beta, warmup=warmup, align_weight=align_weight)
     if t["spike_logit"] is not None:
         gamma = jax.nn.sigmoid(t["spike_logit"])
@@ -290,7 +312,7 @@ def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
           prior alpha N(0, 1) + (1 - alpha) delta(0) (NaN for a plain VAE);
         class_conditional_exact: the class-mask prior's bound on -log p(x | y) with the
           sample's label y (NaN for other priors);
-        sparsity, class_prior_penalty, partial_sharing: the regularisers (not in any bound);
+        the regularisers (``REGULARISERS``; not in any bound);
         expected_active (sum_j gamma_j) and active_count (#{gamma_j > 0.5}).
     """
     mu, logvar, spike_logit = model.encode(x)
@@ -303,8 +325,8 @@ def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
         full = jnp.full(x.shape[0], model.latent_dim, jnp.float32)
         return dict(exact=recon + kl, relaxed=recon + kl, leak=zeros, recon=recon, slab_kl=kl,
                     spike_kl=zeros, component_kl=zeros, fixed_prior_exact=nan,
-                    class_conditional_exact=nan, sparsity=zeros, class_prior_penalty=zeros,
-                    partial_sharing=zeros, expected_active=full, active_count=full)
+                    class_conditional_exact=nan, **{name: zeros for name in REGULARISERS},
+                    expected_active=full, active_count=full)
     eta, eps = spike_slab.noise(key, mu.shape, mu.dtype)
     draw = lambda mask: spike_slab.sample_from_noise(eta, eps, mu, logvar, spike_logit, c=c, mask=mask)  # noqa: E731
     recon = model.reconstruction_nll(draw("hard"), x)
@@ -317,7 +339,6 @@ def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
     return dict(exact=recon + kl, relaxed=relaxed_recon + kl, leak=recon - relaxed_recon,
                 recon=recon, slab_kl=p["bound_slab_kl"], spike_kl=p["bound_spike_kl"],
                 component_kl=p["component_kl"], fixed_prior_exact=recon + fixed_kl,
-                class_conditional_exact=class_conditional, sparsity=p["sparsity"],
-                class_prior_penalty=p["class_prior_penalty"], partial_sharing=p["partial_sharing"],
+                class_conditional_exact=class_conditional, **{name: p[name] for name in REGULARISERS},
                 expected_active=jnp.sum(jax.nn.sigmoid(spike_logit), axis=-1),
                 active_count=jnp.sum(spike_logit > 0, axis=-1).astype(jnp.float32))
