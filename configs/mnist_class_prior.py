@@ -19,7 +19,8 @@ def get_config():
         "data.balanced": True,
         "train.batch_size": 120,
         "objective.alpha": 0.05,
-        "objective.c.value": 25.0,
+        "objective.c.value": 10.0,
         "objective.sparsity_weight": 1.0,
-        "objective.class_prior_penalty": 0.03,
+        "objective.class_prior_penalty": 0.0,
+        "objective.partial_sharing": 0.03,
     })
