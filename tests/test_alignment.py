@@ -284,3 +284,19 @@ def test_pairwise_one_pass_gradient_equals_autodiff_of_dense_reference(class_maj
         s, labels, 4, mode="pairwise", class_major=class_major, max_block_elements=200))(logit)
     reference = jax.grad(lambda s: _dense_pairwise(s, jnp.asarray(labels), 4))(logit)
     np.testing.assert_allclose(ours, reference, rtol=2e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", alignment.MODES)
+def test_reduce_dims_mean_is_the_sum_over_dimensions_divided_by_l(mode):
+    """A weight keeps its meaning as L changes: the same per-dimension disagreement tiled to
+    4x the dimensions gives 4x the summed loss and the same mean."""
+    rng = np.random.default_rng(21)
+    logits = jnp.asarray(rng.normal(0, 2, (12, 5)), jnp.float32)
+    labels = jnp.asarray(np.arange(12) % 3, jnp.int32)
+    loss = lambda s, reduce: alignment.class_alignment_loss(s, labels, 3, mode=mode, reduce_dims=reduce)  # noqa: E731
+    wide = jnp.tile(logits, (1, 4))  # [B, 4L]
+    np.testing.assert_allclose(loss(logits, "mean"), loss(logits, "sum") / 5, rtol=1e-6)
+    np.testing.assert_allclose(loss(wide, "sum"), 4 * loss(logits, "sum"), rtol=1e-5)
+    np.testing.assert_allclose(loss(wide, "mean"), loss(logits, "mean"), rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown reduce_dims 'max'"):
+        loss(logits, "max")
