@@ -74,6 +74,17 @@ def row(name: str, results: dict) -> dict:
                 probe=probe["accuracy"])
 
 
+def _check_same_run(workdir: str, config) -> None:
+    """Refuse to reuse a workdir trained under another config (run names hold the swept keys
+    only, so two sweeps with other fixed values must not share a --root)."""
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != json.loads(config.to_json()):
+            raise SystemExit(f"sweep.py: {workdir} holds a run of another config; use another --root")
+
+
 def _fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
@@ -108,6 +119,7 @@ def main(argv=None) -> None:
         name = run_name(setting)
         workdir = os.path.join(args.root, name)
         config = load_file(args.config, {**fixed, **setting})
+        _check_same_run(workdir, config)
         summary = train.run(config, workdir)
         if "interrupted_at_step" in summary:
             raise SystemExit(f"sweep.py: {name} interrupted; rerun to resume")
