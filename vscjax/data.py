@@ -26,6 +26,8 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+from vscjax import rng
+
 SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 1 / 12  # of the source's training set: 5,000 of MNIST's 60,000 images
 VALIDATION_SEED = 20_191_205  # fixed, so the held-out images never depend on a run's seed
@@ -299,13 +301,15 @@ def load(source: str, name: str, split: str, *, data_dir: str = "") -> Dataset:
 class BatchSampler:
     """Indices of every batch as a pure function of (seed, step): resuming at step k needs only k.
 
-    Not balanced: shuffled epochs without replacement; epoch e is the permutation
-    ``default_rng([seed, e])`` of all N indices, cut into N // batch_size batches (the
-    remainder is dropped).
+    The permutations come from the "data" stream of :mod:`vscjax.rng`. Not balanced: shuffled
+    epochs without replacement; epoch e is the permutation ``default_rng(numpy_seed(seed,
+    "data", e, 0))`` of all N indices, cut into N // batch_size batches (the remainder is
+    dropped).
 
     Balanced: each batch holds m = batch_size / num_classes samples of each class, in
     class-major order (m of class 0, then m of class 1, ...). Class c walks through its own
-    epochs, the permutations ``default_rng([seed, e, c])`` of its samples, m at a time.
+    epochs, the permutations ``default_rng(numpy_seed(seed, "data", e, c + 1))`` of its
+    samples, m at a time.
     """
 
     def __init__(
@@ -348,8 +352,9 @@ class BatchSampler:
     def _permutation(self, stream: int | None, epoch: int, n: int) -> np.ndarray:
         cached = self._cache.get(stream)
         if cached is None or cached[0] != epoch:
-            key = [self.seed, epoch] if stream is None else [self.seed, epoch, stream]
-            cached = (epoch, np.random.default_rng(key).permutation(n))
+            part = 0 if stream is None else stream + 1  # 0: all samples, c + 1: class c
+            entropy = rng.numpy_seed(self.seed, "data", epoch, part)
+            cached = (epoch, np.random.default_rng(entropy).permutation(n))
             self._cache[stream] = cached
         return cached[1]
 

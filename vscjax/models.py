@@ -288,8 +288,11 @@ class VSC(nnx.Module):
 
 
 def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, alpha: float,
-                seed: int) -> VSC:
-    """A VSC model from the ``config.model`` block, the data's image shape and class count."""
+                key: jax.Array) -> VSC:
+    """A VSC model from the ``config.model`` block, the data's image shape and class count.
+
+    ``key`` seeds the initial parameters (a run passes its "init" stream, :mod:`vscjax.rng`).
+    """
     return VSC(
         image_shape,
         model_config.latent_dim,
@@ -303,5 +306,5 @@ def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, a
         num_classes=num_classes,
         alpha=alpha,
         dtype=model_config.dtype,
-        rngs=nnx.Rngs(params=seed),
+        rngs=nnx.Rngs(params=key),
     )

@@ -13,16 +13,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vscjax import alignment, spike_slab
+from vscjax import alignment, rng, spike_slab
 from vscjax.models import VSC
 
 SCHEDULE_KINDS = ("constant", "linear", "exponential")
-EVAL_KEY_SALT = 0x5EED
 
 
 def eval_key(seed: int) -> jax.Array:
-    """The key of every evaluation of a run: the same noise each time, so evaluations agree."""
-    return jax.random.fold_in(jax.random.key(seed), EVAL_KEY_SALT)
+    """The key of every evaluation of a run (the "eval" stream of :mod:`vscjax.rng`): the same
+    noise each time, so evaluations agree."""
+    return rng.key(seed, "eval")
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, objective, plots, sharding
+from vscjax import data, objective, plots, rng, sharding
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.models import VSC
@@ -118,7 +118,7 @@ class Trainer:
         self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        self.key = jax.random.key(config.seed)
+        self.key = rng.key(config.seed, "train")  # step k's noise: fold_in(key, k)
         self.initial_state = jax.device_put(state, self.replicated)
         self.train_step = jax.jit(
             make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
