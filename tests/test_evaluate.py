@@ -12,6 +12,7 @@ from flax import nnx
 from helpers import load_config
 from vscjax import evaluate, objective, spike_slab
 from vscjax.checkpoints import Checkpoints
+from vscjax.config import record_config
 from vscjax.models import VSC
 from vscjax.state import initial_state
 
@@ -297,6 +298,7 @@ def test_plain_vae_treats_every_dimension_as_active(tmp_path):
     """An untrained Gaussian-prior checkpoint (no training needed): spike parts are null."""
     config = load_config("tiny", model__prior="gaussian", objective__align_mode="off")
     _, state, _ = initial_state(config, (8, 8, 1), 10)
+    record_config(str(tmp_path), config)
     checkpoints = Checkpoints(str(tmp_path), config)
     checkpoints.save(state, force=True)
     checkpoints.close()

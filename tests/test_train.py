@@ -9,21 +9,13 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, assert_trees_equal, load_config
+from helpers import REPO_ROOT, assert_trees_equal, load_config, saved_state
 from vscjax import sharding, train
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
-
-
-def _final_state(workdir, config):
-    trainer = train.Trainer(config)
-    checkpoints = Checkpoints(workdir, config)
-    try:
-        return checkpoints.restore_latest(trainer.abstract_state())
-    finally:
-        checkpoints.close()
 
 
 def _train_and_compare(config, workdir):
@@ -46,11 +38,40 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
         assert os.path.exists(tmp_path / name), name
     assert os.listdir(tmp_path / "tensorboard")
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    train_records = [r for r in records if r["split"] == "train"]
-    assert [r["step"] for r in train_records] == [0, 10, 20, 30, 39]
+    assert records[0] == {"event": "start", "step": 0, "resumed_from": None}
+    train_records = [r for r in records if r.get("split") == "train"]
+    assert [r["step"] for r in train_records] == [1, 10, 20, 30, 40]
     assert {"loss", "recon", "kl", "align", "mean_gamma", "expected_active", "nonfinite"} <= set(train_records[0])
-    validation_record = [r for r in records if r["split"] == "validation"][-1]
+    validation_record = [r for r in records if r.get("split") == "validation"][-1]
+    assert validation_record["step"] == 40  # the step of the last train record and checkpoint
     assert {"exact_neg_elbo", "relaxed_neg_elbo", "leak"} <= set(validation_record)
+
+
+def test_train_and_validation_records_of_one_step_describe_one_state(tmp_path):
+    """Step k is the state after k updates, in train records, validation records and checkpoint
+    names alike: evaluating checkpoint k gives validation record k, and train record k is the
+    loss of update k, on the parameters of step k - 1."""
+    config = load_config("tiny", train__num_steps=20, train__eval_every=10)
+    train.run(config, str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    validation = {r["step"]: r for r in records if r.get("split") == "validation"}
+    train_records = {r["step"]: r for r in records if r.get("split") == "train"}
+    assert sorted(validation) == sorted(set(train_records) - {1}) == [10, 20]
+    trainer = train.Trainer(config)
+    store = Checkpoints.reader(str(tmp_path))
+    for step in (10, 20):
+        state = store.manager.restore(step, args=ocp.args.StandardRestore(trainer.abstract_state()))
+        assert trainer.evaluate(state)["exact_neg_elbo"] == validation[step]["exact_neg_elbo"]
+    store.manager.close()
+    # Train record 10 is the loss of the update from step 9's parameters: re-run it from step 0.
+    state = trainer.initial_state
+    sampler = trainer.sampler()
+    for index in range(10):
+        idx = sampler.indices(index)
+        batch = sharding.shard_batch({"image": trainer.train_data.images[idx],
+                                      "label": trainer.train_data.labels[idx]}, trainer.mesh)
+        state, metrics = trainer.train_step(state, batch, trainer.key)
+    assert float(metrics["loss"]) == train_records[10]["loss"]
 
 
 def test_idx_mnist_run_learns(tmp_path, mnist_dir):
@@ -81,12 +102,23 @@ def test_other_priors_train(tmp_path, prior):
 
 def test_resumed_run_is_bit_identical(tmp_path):
     config = load_config("tiny", train__num_steps=30)
-    train.run(config, str(tmp_path / "straight"))
+    assert train.run(config, str(tmp_path / "straight"))["resumed_from"] is None
     first = load_config("tiny", train__num_steps=20)
     train.run(first, str(tmp_path / "resumed"))  # stops at 20 with a checkpoint there
     summary = train.run(config, str(tmp_path / "resumed"))  # resumes at 20, runs to 30
-    assert summary["step"] == 30
-    assert_trees_equal(_final_state(tmp_path / "straight", config), _final_state(tmp_path / "resumed", config))
+    assert summary["step"] == 30 and summary["resumed_from"] == 20
+    # Parameters, optimizer state and step alike.
+    assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(tmp_path / "resumed"))
+
+
+def test_resume_that_changes_a_cosine_schedule_is_refused(tmp_path):
+    cosine = dict(optimizer__lr_schedule="cosine", train__num_steps=10)
+    train.run(load_config("tiny", **cosine), str(tmp_path))
+    with pytest.raises(ConfigError, match="train.num_steps: the checkpoint in this workdir was made "
+                                          r"with 10, this run asks for 20 \(the cosine"):
+        train.run(load_config("tiny", **{**cosine, "train__num_steps": 20}), str(tmp_path))
+    summary = train.run(load_config("tiny", **cosine), str(tmp_path))  # the same value: resumes
+    assert summary["resumed_from"] == 10
 
 
 def _one_step(mesh, config, batch):

@@ -63,18 +63,18 @@ class Dataset:
 
     def __post_init__(self):
         if self.images.ndim != 4:
-            raise ValueError(f"{self.name}: images must be [N, H, W, C], got shape {self.images.shape}")
+            raise DataError(f"{self.name}: images must be [N, H, W, C], got shape {self.images.shape}")
         if self.images.dtype != np.float32:
-            raise ValueError(f"{self.name}: images must be float32, got {self.images.dtype}")
+            raise DataError(f"{self.name}: images must be float32, got {self.images.dtype}")
         if self.labels.ndim != 1 or self.labels.dtype != np.int32:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: labels must be a 1-D int32 array, got {self.labels.dtype} "
                 f"of shape {self.labels.shape}"
             )
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
+            raise DataError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: labels span [{self.labels.min()}, {self.labels.max()}], "
                 f"outside [0, {self.num_classes})"
             )
