@@ -5,7 +5,7 @@
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
-and draws pictures into ``W/plots/``. The words follow DESIGN.md, "Metrics":
+and draws pictures into ``W/plots/``. The words follow docs/design.md, "What the metrics mean":
 
 * **ELBO**: exact negative ELBO (hard spikes) split into recon, slab KL, spike KL (and the
   sparsity term of the pseudo-input prior); the relaxed one at the training c (the final value
@@ -47,7 +47,7 @@ from vscjax import checkpoints, data, objective, plots, rng, spike_slab
 
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
-LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this (DESIGN.md)
+LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this (docs/design.md)
 ALL_PAIRS_LIMIT = 2_000_000  # jaccard_pairs scores every pair up to this many, else samples
 PAIR_CHUNK_ELEMENTS = 1 << 22  # pairs x L values held at once while scoring pairs
 OVERLAP_DEFINITION = "soft Jaccard of class activation frequencies: sum_j min(F_a, F_b) / sum_j max(F_a, F_b)"

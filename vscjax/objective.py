@@ -2,7 +2,7 @@
 
     loss = mean_B[ recon NLL + beta * KL + regularisers ] + lambda_align * L_align
 
-(docs/design.md, "Objective"). Every function here is pure and jit-able; the step number may
+(docs/design.md, "The objective"). Every function here is pure and jit-able; the step number may
 be traced, so schedules are computed with jnp.
 """
 
