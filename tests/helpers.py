@@ -2,6 +2,9 @@
 
 import os
 
+import gzip
+import struct
+
 import jax
 import numpy as np
 
@@ -36,3 +39,25 @@ def saved_state(workdir, step=None):
 
     step = committed_steps(workdir)[-1] if step is None else step
     return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "default"))
+
+
+def write_idx(directory, split="train", n_images=5, n_labels=5, rows=3, cols=2, gz=True,
+              images_magic=2051, labels_magic=2049, cut=0, seed=0, labels=None):
+    """Write a small IDX pair into the folder ``directory`` (a Path); returns the (pixels,
+    labels) written. Labels are random in [0, 10) unless given; ``cut`` drops image bytes."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (n_images, rows, cols), dtype=np.uint8)
+    labels = rng.integers(0, 10, n_labels, dtype=np.uint8) if labels is None else np.asarray(labels, np.uint8)
+    prefix = "train" if split == "train" else "t10k"
+    images_bytes = struct.pack(">IIII", images_magic, n_images, rows, cols) + pixels.tobytes()
+    files = {
+        f"{prefix}-images-idx3-ubyte": images_bytes[: len(images_bytes) - cut],
+        f"{prefix}-labels-idx1-ubyte": struct.pack(">II", labels_magic, n_labels) + labels.tobytes(),
+    }
+    for stem, payload in files.items():
+        if gz:
+            with gzip.open(directory / f"{stem}.gz", "wb") as f:
+                f.write(payload)
+        else:
+            (directory / stem).write_bytes(payload)
+    return pixels, labels

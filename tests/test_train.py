@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import chex
 import jax
@@ -12,8 +10,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, assert_trees_equal, load_config, saved_state
-from vscjax import sharding, train
+from helpers import assert_trees_equal, load_config, saved_state
+from vscjax import data, sharding, train
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 
@@ -98,6 +96,37 @@ def test_other_priors_train(tmp_path, prior):
     config = load_config("tiny", **overrides)
     untrained, summary = _train_and_compare(config, tmp_path)
     assert summary["exact_neg_elbo"] < untrained - 5
+
+
+def _digits_32x32(source, name, split, **kwargs):
+    """The digits, each pixel a 4x4 block: 32x32 images the conv architecture takes."""
+    small = real_load(source, name, split, **kwargs)
+    images = np.kron(small.images, np.ones((1, 4, 4, 1), np.float32))  # [N, 32, 32, 1]
+    return data.Dataset(images, small.labels, small.num_classes, f"{small.name}-32x32")
+
+
+real_load = data.load
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(model__architecture="conv", model__conv_channels=8),
+    dict(model__likelihood="gaussian"),
+    dict(model__dtype="bfloat16"),
+], ids=["conv", "gaussian", "bfloat16"])
+def test_other_models_train_with_finite_gradients(tmp_path, monkeypatch, overrides):
+    """The conv model (on 32x32 images), the Gaussian likelihood and bf16 compute, in the real
+    loop: no update skipped, every logged gradient norm finite, the loss going down."""
+    if "model__architecture" in overrides:
+        monkeypatch.setattr(data, "load", _digits_32x32)
+    config = load_config("tiny", train__num_steps=30, train__log_every=2, **overrides)
+    summary = train.run(config, str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    logged = [r for r in records if r.get("split") == "train"]
+    assert summary["nonfinite_steps"] == 0 and all(r["nonfinite"] == 0 for r in logged)
+    assert all(np.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in logged)
+    losses = [r["loss"] for r in logged]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.02 * abs(np.mean(losses[:3])), losses
+    assert np.isfinite(summary["exact_neg_elbo"])
 
 
 def test_resumed_run_is_bit_identical(tmp_path):
@@ -202,27 +231,6 @@ def test_resume_with_different_latent_dim_is_refused(tmp_path):
     train.run(load_config("tiny", train__num_steps=10), str(tmp_path))
     with pytest.raises(ConfigError, match="model.latent_dim: the checkpoint in this workdir was made with 16"):
         train.run(load_config("tiny", model__latent_dim=32), str(tmp_path))
-
-
-def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
-
-
-def test_cli_rejects_unknown_config_key(tmp_path):
-    result = _cli("--config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
-                  "--config.train.num_stepz=3", "--workdir", str(tmp_path))
-    assert result.returncode != 0
-    assert "num_stepz" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_cli_trains_tiny_config(tmp_path):
-    result = _cli("--config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
-                  "--config.train.num_steps=12", "--workdir", str(tmp_path))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "validation exact -ELBO" in result.stdout and "leak" in result.stdout
-    assert json.load(open(tmp_path / "summary.json"))["step"] == 12
 
 
 def test_balanced_batches_use_the_class_block_pairwise_path():

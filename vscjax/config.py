@@ -203,18 +203,24 @@ def check_resume_compatible(saved_json: str, config: ml_collections.ConfigDict) 
                 "--workdir or the same value")
 
 
-def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Check ``config`` against the config ``workdir`` was trained with, then write it there.
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuse ``config`` if ``workdir`` was trained with an incompatible one; writes nothing.
 
     Raises:
-      ConfigError: the workdir's checkpoints were made under incompatible values
+      ConfigError: the workdir's checkpoints were made under values ``config`` changes
         (:func:`check_resume_compatible`).
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
         with open(path) as f:
             check_resume_compatible(f.read(), config)
+
+
+def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Write ``config`` into ``workdir`` as the config it is trained with (replaced whole, so a
+    kill never leaves half a file)."""
+    path = os.path.join(workdir, CONFIG_FILE)
     os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:  # replaced whole: a kill never leaves half a file
+    with open(path + ".tmp", "w") as f:
         f.write(config.to_json(indent=2))
     os.replace(path + ".tmp", path)

@@ -462,6 +462,11 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     d = config.data
     dataset = data.load(d.source, d.name, split, data_dir=d.dir)
     train_set = dataset if split == "train" else data.load(d.source, d.name, "train", data_dir=d.dir)
+    if dataset.labels.max(initial=0) >= train_set.num_classes:
+        raise data.DataError(f"{dataset.name}: labels span [{dataset.labels.min()}, {dataset.labels.max()}], "
+                             f"outside the {train_set.num_classes} classes of {train_set.name}")
+    # A split's class count is the training set's (IDX files give each split its own).
+    dataset = dataclasses.replace(dataset, num_classes=train_set.num_classes)
     config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
                                                        dataset.num_classes)
     params, step = state.params, int(jax.device_get(state.step))

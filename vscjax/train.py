@@ -27,7 +27,7 @@ from flax import nnx
 
 from vscjax import data, faults, objective, plots, rng, sharding
 from vscjax.checkpoints import Checkpoints
-from vscjax.config import ConfigError, record_config, validate
+from vscjax.config import ConfigError, check_workdir, record_config, validate
 from vscjax.models import VSC
 from vscjax.state import TrainState, abstract, initial_state
 
@@ -302,10 +302,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     with _StopSignal() as stop, contextlib.ExitStack() as cleanup:
         trainer = Trainer(config, mesh)
         t = config.train
-        record_config(workdir, config)
+        check_workdir(workdir, config)
         checkpoints = Checkpoints(workdir, config)
         cleanup.callback(checkpoints.close)
         restored = checkpoints.restore_latest(trainer.abstract_state())
+        record_config(workdir, config)  # only once the workdir's checkpoints are known to fit
         state = trainer.initial_state if restored is None else restored
         start = int(jax.device_get(state.step))
         resumed_from = None if restored is None else start
