@@ -149,7 +149,8 @@ def training_loss(p, x, labels, eta, eps, *, prior="fixed", likelihood="bernoull
     """
     labels = np.asarray(labels)
     mu, logvar, spike_logit = encode(p, x)
-    z = spike_mask(spike_logit, eta, c, mask, mask_offset) * (warmup * mu + np.exp(0.5 * warmup * logvar) * eps)
+    slab = warmup * mu + np.exp(0.5 * warmup * logvar) * eps
+    z = spike_mask(spike_logit, eta, c, mask, mask_offset) * slab
     recon = reconstruction_nll(p, z, x, likelihood)
     slab, spike, sparsity, penalty = _prior_terms(p, x, labels, mu, logvar, spike_logit, prior, alpha,
                                                   sharpness)

@@ -18,7 +18,8 @@ TINY = os.path.join(REPO_ROOT, "configs", "tiny.py")
 
 def _run(*args, module=None, devices=1):
     """``train.py`` (or ``python -m module``) with ``args`` on ``devices`` CPU devices."""
-    command = [sys.executable, "-m", module] if module else [sys.executable, os.path.join(REPO_ROOT, "train.py")]
+    command = ([sys.executable, "-m", module] if module
+               else [sys.executable, os.path.join(REPO_ROOT, "train.py")])
     env = {key: value for key, value in os.environ.items() if key != faults.ENV}
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}" if devices > 1 else ""
     return subprocess.run([*command, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,

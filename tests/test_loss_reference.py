@@ -142,4 +142,5 @@ def test_train_step_applies_the_gradient_of_the_float64_reference(name):
             numeric = (loss(up) - loss(down)) / (2 * h)
             applied_along_v = np.sum(applied[leaf] * v)
             scale = np.linalg.norm(applied[leaf]) + 1e-3
-            assert abs(applied_along_v - numeric) <= 2e-3 * abs(numeric) + 1e-4 * scale, (leaf, applied_along_v, numeric)
+            assert abs(applied_along_v - numeric) <= 2e-3 * abs(numeric) + 1e-4 * scale, \
+                (leaf, applied_along_v, numeric)

@@ -105,9 +105,10 @@ def test_pseudo_input_bound_equals_float64_uniform_mixture():
     key = jax.random.key(5)
     got = objective.eval_terms(model, jnp.asarray(x), jnp.zeros(8, jnp.int32), key, c=50.0, alpha=alpha)
     recon, mu, logvar, gamma = _recon_numpy(model, x, key)
-    p_mu, p_logvar, p_logit = ref.encode(ref.params_of(model), np.asarray(model.prior.pseudo_inputs[...]))  # [K, L]
+    p_mu, p_logvar, p_logit = ref.encode(ref.params_of(model), model.prior.pseudo_inputs[...])  # [K, L]
     p_gamma = 1 / (1 + np.exp(-10.0 * (1 / (1 + np.exp(-p_logit)) - 0.5)))
-    kl = np.stack([np.sum(gamma * ref.gaussian_kl(mu, logvar, p_mu[i], p_logvar[i]) + _bern_kl(gamma, p_gamma[i]), -1)
+    kl = np.stack([np.sum(gamma * ref.gaussian_kl(mu, logvar, p_mu[i], p_logvar[i])
+                          + _bern_kl(gamma, p_gamma[i]), -1)
                    for i in range(k)], -1)  # [B, K]
     np.testing.assert_allclose(got["exact"], recon - logsumexp(np.log(1 / k) - kl, axis=-1), rtol=1e-4)
     assert np.all(np.isnan(np.asarray(got["class_conditional_exact"])))

@@ -254,8 +254,10 @@ def test_checkpoint_of_another_dtype_stops_and_stays(tmp_path):
     config = load_config("tiny", train__num_steps=10)
     train.run(config, str(tmp_path))
     trainer = train.Trainer(config)
-    as_bf16 = lambda x: jax.ShapeDtypeStruct(x.shape, jax.numpy.bfloat16 if x.dtype == np.float32 else x.dtype,  # noqa: E731
-                                             sharding=x.sharding)
+    def as_bf16(x):
+        dtype = jax.numpy.bfloat16 if x.dtype == np.float32 else x.dtype
+        return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+
     wanted = jax.tree.map(as_bf16, trainer.abstract_state())
     with pytest.raises(CheckpointMismatchError, match=r"dtype float32 in the checkpoint, bfloat16 in this run"):
         _restore(tmp_path, config, wanted)

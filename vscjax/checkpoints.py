@@ -228,7 +228,8 @@ class Checkpoints:
         for step in sorted(self.manager.all_steps(), reverse=True):
             state, problem = self._restore(step, abstract_state)
             if state is not None:
-                if not self.read_only and not os.path.exists(os.path.join(self._step_dir(step), CHECKSUMS_FILE)):
+                sealed = os.path.exists(os.path.join(self._step_dir(step), CHECKSUMS_FILE))
+                if not (sealed or self.read_only):
                     self._seal(step)
                 return state
             if self.read_only:
