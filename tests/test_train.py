@@ -7,6 +7,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 
@@ -14,6 +15,7 @@ from helpers import assert_trees_equal, load_config, saved_state
 from vscjax import data, sharding, train
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
+from vscjax.state import TrainState
 
 
 def _train_and_compare(config, workdir):
@@ -151,9 +153,17 @@ def test_resume_that_changes_a_cosine_schedule_is_refused(tmp_path):
 
 
 def _one_step(mesh, config, batch):
+    """(gradient, metrics) of one update on ``mesh``: SGD with learning rate 1, so parameters
+    before minus after is the gradient itself (after an Adam step an element whose gradient is
+    rounding noise moves by a whole learning rate either way)."""
     trainer = train.Trainer(config, mesh)
-    state, metrics = trainer.train_step(trainer.initial_state, sharding.shard_batch(batch, mesh), trainer.key)
-    return jax.device_get(state.params), jax.device_get(metrics)
+    tx = optax.sgd(1.0)
+    params = trainer.initial_state.params
+    state = TrainState(params=params, opt_state=tx.init(params), step=jnp.int32(0),
+                       nonfinite_steps=jnp.int32(0))
+    step = jax.jit(train.make_train_step(trainer.graphdef, tx, config.objective, trainer.num_classes))
+    new_state, metrics = step(state, sharding.shard_batch(batch, mesh), trainer.key)
+    return jax.device_get(jax.tree.map(jnp.subtract, params, new_state.params)), jax.device_get(metrics)
 
 
 @pytest.mark.parametrize("align_mode", ["centroid", "pairwise"])
@@ -161,12 +171,12 @@ def test_eight_device_step_equals_one_device_step(align_mode):
     config = load_config("tiny", objective__align_mode=align_mode)
     trainer = train.Trainer(config)
     batch = {"image": trainer.train_data.images[:32], "label": trainer.train_data.labels[:32]}
-    params1, metrics1 = _one_step(sharding.make_data_mesh(jax.devices()[:1]), config, batch)
-    params8, metrics8 = _one_step(sharding.make_data_mesh(), config, batch)
+    grads1, metrics1 = _one_step(sharding.make_data_mesh(jax.devices()[:1]), config, batch)
+    grads8, metrics8 = _one_step(sharding.make_data_mesh(), config, batch)
     np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics8["align"], metrics1["align"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads8)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * np.max(np.abs(a)))
 
 
 def test_train_step_compiles_once():
