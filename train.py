@@ -27,12 +27,13 @@ def main(argv):
     sharding.initialize_distributed()
     config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = _WORKDIR.value or os.path.join("workdir", config_name)
+    from vscjax.checkpoints import CheckpointMismatchError
     from vscjax.config import ConfigError
     from vscjax.data import DataError
 
     try:
         summary = train.run(_CONFIG.value, workdir)
-    except (ConfigError, DataError, train.NonFiniteLossError) as err:
+    except (ConfigError, DataError, CheckpointMismatchError, train.NonFiniteLossError, OSError) as err:
         sys.exit(f"train.py: {err}")
     print(train.summarise(summary))
     print(f"outputs in {os.path.abspath(workdir)}")

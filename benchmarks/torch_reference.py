@@ -2,7 +2,7 @@
 
 Same model (``vscjax.models.VSC`` with ``architecture="mlp"``, ``prior="fixed"``, Bernoulli
 likelihood), same relaxed spike-and-slab sample, same exact KL and same alignment losses, with
-the definitions and normalisations of ``vscjax/alignment.py`` (DESIGN.md, "The math"). The
+the definitions and normalisations of ``vscjax/alignment.py`` (docs/design.md, "The model"). The
 parity test (tests/test_torch_parity.py) checks that loss and gradients agree with vscjax's on
 the same weights and noise. Shapes: images ``[B, H, W, C]`` (or ``[B, D]``), heads ``[B, L]``.
 

@@ -1,6 +1,5 @@
 """Tests of vscjax.data: sources against independent reads, the sampler's invariants, the loader."""
 
-import gzip
 import hashlib
 import os
 import struct
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from helpers import write_idx
 from vscjax import data
 
 # md5 of the uncompressed MNIST files, from shared/data/README.md.
@@ -27,27 +27,6 @@ def _idx_bytes(ds: data.Dataset) -> tuple[bytes, bytes]:
     images = struct.pack(">IIII", 2051, n, rows, cols) + pixels.tobytes()
     labels = struct.pack(">II", 2049, n) + ds.labels.astype(np.uint8).tobytes()
     return images, labels
-
-
-def _write_idx(directory, split="train", n_images=5, n_labels=5, rows=3, cols=2, gz=True,
-               images_magic=2051, labels_magic=2049, cut=0, seed=0):
-    """Write a small IDX pair; returns the (pixels, labels) written. ``cut`` drops image bytes."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (n_images, rows, cols), dtype=np.uint8)
-    labels = rng.integers(0, 10, n_labels, dtype=np.uint8)
-    prefix = "train" if split == "train" else "t10k"
-    images_bytes = struct.pack(">IIII", images_magic, n_images, rows, cols) + pixels.tobytes()
-    files = {
-        f"{prefix}-images-idx3-ubyte": images_bytes[: len(images_bytes) - cut],
-        f"{prefix}-labels-idx1-ubyte": struct.pack(">II", labels_magic, n_labels) + labels.tobytes(),
-    }
-    for stem, payload in files.items():
-        if gz:
-            with gzip.open(directory / f"{stem}.gz", "wb") as f:
-                f.write(payload)
-        else:
-            (directory / stem).write_bytes(payload)
-    return pixels, labels
 
 
 # ----------------------------------------------------------------------------- digits
@@ -163,7 +142,7 @@ def test_load_dispatch_idx_uses_env(mnist_dir, monkeypatch):
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_small_files_roundtrip(tmp_path, gz):
-    pixels, labels = _write_idx(tmp_path, "test", n_images=7, n_labels=7, gz=gz)
+    pixels, labels = write_idx(tmp_path, "test", n_images=7, n_labels=7, gz=gz)
     ds = data.load_idx(str(tmp_path), "test")
     np.testing.assert_array_equal(ds.images[..., 0], pixels.astype(np.float32) / 255)
     np.testing.assert_array_equal(ds.labels, labels)
@@ -173,8 +152,8 @@ def test_idx_small_files_roundtrip(tmp_path, gz):
 
 
 def test_idx_prefers_gz(tmp_path):
-    gz_pixels, _ = _write_idx(tmp_path, gz=True, seed=1)
-    _write_idx(tmp_path, gz=False, seed=2)
+    gz_pixels, _ = write_idx(tmp_path, gz=True, seed=1)
+    write_idx(tmp_path, gz=False, seed=2)
     ds = data.load_idx(str(tmp_path), "train")
     np.testing.assert_array_equal(ds.images[..., 0], gz_pixels.astype(np.float32) / 255)
 
@@ -182,7 +161,7 @@ def test_idx_prefers_gz(tmp_path):
 def test_idx_missing_directory_and_file(tmp_path):
     with pytest.raises(data.DataError, match="nowhere"):
         data.load_idx(str(tmp_path / "nowhere"), "train")
-    _write_idx(tmp_path, "train")
+    write_idx(tmp_path, "train")
     with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte\.gz.*t10k-images-idx3-ubyte"):
         data.load_idx(str(tmp_path), "test")
 
@@ -197,14 +176,14 @@ def test_idx_missing_directory_and_file(tmp_path):
     ],
 )
 def test_idx_errors_name_the_file(tmp_path, kwargs, file, message):
-    _write_idx(tmp_path, **kwargs)
+    write_idx(tmp_path, **kwargs)
     with pytest.raises(data.DataError, match=message) as info:
         data.load_idx(str(tmp_path), "train")
     assert str(tmp_path / file) in str(info.value)
 
 
 def test_idx_corrupt_gzip(tmp_path):
-    _write_idx(tmp_path)
+    write_idx(tmp_path)
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(data.DataError, match="train-images-idx3-ubyte.gz"):

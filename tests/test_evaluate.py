@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import numpy_reference as ref
 import vscjax
-from helpers import check_record, load_config
-from vscjax import data, evaluate, objective, spike_slab
+from helpers import check_record, load_config, saved_state
+from vscjax import data, evaluate, objective, rng, spike_slab
 from vscjax.checkpoints import Checkpoints
+from vscjax.config import record_config
 from vscjax.models import VSC
 from vscjax.state import initial_state
 
@@ -237,13 +239,18 @@ def test_iw_bound_is_below_the_models_bound_and_tightens(prior):
 # ----------------------------------------------------------------------------- workdirs
 
 
+ALPHA = 0.5
+
+
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
-    """A workdir of a 10-step tiny training run (plots off)."""
+    """A workdir of a 60-step tiny training run (plots off): alpha 0.5 for codes with several
+    active dimensions, evaluation batches of 128 that leave the last batch of a split padded."""
     from vscjax import train
 
     workdir = tmp_path_factory.mktemp("trained")
-    train.run(load_config("tiny", train__num_steps=10), str(workdir))
+    train.run(load_config("tiny", train__num_steps=60, train__eval_batch_size=128, objective__alpha=ALPHA),
+              str(workdir))
     return workdir
 
 
@@ -255,7 +262,7 @@ EXPECTED_KEYS = {"workdir", "step", "split", "data", "num_examples", "num_classe
 def test_evaluate_a_trained_workdir(trained_workdir):
     results = evaluate.evaluate_workdir(str(trained_workdir), split="validation", iw_samples=4)
     saved = json.load(open(trained_workdir / "eval_validation.json"))
-    assert set(saved) == EXPECTED_KEYS and saved["step"] == 10 and saved["split"] == "validation"
+    assert set(saved) == EXPECTED_KEYS and saved["step"] == 60 and saved["split"] == "validation"
     summary = json.load(open(trained_workdir / "summary.json"))
     assert summary["split"] == "validation"
     e = saved["elbo"]
@@ -276,6 +283,92 @@ def test_evaluate_a_trained_workdir(trained_workdir):
         assert os.path.getsize(trained_workdir / "plots" / name) > 1000, name
     check_record(saved["provenance"])
     assert saved == json.loads(json.dumps(results))
+
+
+def _pair_means(score, labels):
+    """Means of a [N, N] pair score over same-class and different-class pairs a < b."""
+    upper = np.triu(np.ones_like(score, bool), k=1)
+    same = labels[:, None] == labels[None, :]
+    return score[upper & same].mean(), score[upper & ~same].mean()
+
+
+def _jaccard_matrix(active):
+    """|A_a & A_b| / |A_a | A_b| for every pair of boolean rows, 1 where both are empty."""
+    a = active.astype(np.float64)
+    inter = a @ a.T
+    union = a.sum(1)[:, None] + a.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def test_eval_json_agrees_with_metrics_recomputed_from_our_own_codes(trained_workdir):
+    """eval.json of the test split against the same metrics computed here from scratch: the
+    checkpoint read by orbax alone, the split encoded in float64 NumPy, the ELBO with the
+    evaluation stream's noise, the metrics with NumPy and the probe with scikit-learn."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    evaluate.evaluate_workdir(str(trained_workdir), probe_train=10_000, make_plots=False)
+    saved = json.load(open(trained_workdir / "eval.json"))
+    p = ref.params_of(saved_state(trained_workdir)["params"])
+    test, train_split = (data.load("digits", "digits", split) for split in ("test", "train"))
+    labels = test.labels
+    mu, logvar, logit = ref.encode(p, test.images)
+    gamma = ref.sigmoid(logit)
+
+    # ELBO: batches of 128 (the last one padded), batch i's noise from fold_in(eval stream, i).
+    exact = []
+    for i, start in enumerate(range(0, len(labels), 128)):
+        key_eta, key_eps = jax.random.split(jax.random.fold_in(rng.key(0, "eval"), i))
+        rows = slice(start, start + 128)
+        n = len(labels[rows])
+        eta = np.asarray(jax.random.uniform(key_eta, (128, 16)), np.float64)[:n]
+        eps = np.asarray(jax.random.normal(key_eps, (128, 16)), np.float64)[:n]
+        slab = mu[rows] + np.exp(0.5 * logvar[rows]) * eps
+        kl = np.sum(gamma[rows] * ref.gaussian_kl(mu[rows], logvar[rows])
+                    + ref.bernoulli_kl(logit[rows], ref.logit(ALPHA)), -1)
+        z = ref.spike_mask(logit[rows], eta, 10.0, "hard") * slab
+        exact.append(ref.reconstruction_nll(p, z, test.images[rows]) + kl)
+    e = saved["elbo"]
+    assert e["exact_neg_elbo"] == pytest.approx(np.concatenate(exact).mean(), rel=1e-5)
+    assert e["relaxed_neg_elbo"] is None  # trained straight-through: no leak to report
+
+    # Sparsity, Jaccard over all pairs, class activation.
+    active = gamma > 0.5
+    assert active.sum(1).mean() > 2  # codes worth comparing
+    assert saved["sparsity"]["expected_active"] == pytest.approx(gamma.sum(1).mean(), rel=1e-5)
+    assert saved["sparsity"]["active_count"] == pytest.approx(active.sum(1).mean(), rel=1e-6)
+    freq = np.stack([active[labels == c].mean(0) for c in range(10)])  # [C, L]
+    act = saved["class_activation"]
+    np.testing.assert_allclose(act["frequency"], freq, atol=1e-6)
+    global_dims = np.flatnonzero((freq >= 0.5).all(0))
+    assert act["global_dims"] == global_dims.tolist()
+    owners = (freq >= 0.5).sum(0) == 1
+    assert act["specific_dims"] == [np.flatnonzero(owners & (freq[c] >= 0.5)).tolist() for c in range(10)]
+    union = np.maximum(freq[:, None], freq[None]).sum(-1)
+    overlap = np.minimum(freq[:, None], freq[None]).sum(-1) / np.where(union > 0, union, 1.0)
+    np.testing.assert_allclose(act["overlap"], np.where(union > 0, overlap, 1.0), atol=1e-6)
+    soft = np.minimum(gamma[:, None], gamma[None]).sum(-1) / np.maximum(gamma[:, None], gamma[None]).sum(-1)
+    not_global = np.setdiff1d(np.arange(16), global_dims)
+    cc = saved["class_consistency"]
+    for name, score in (("jaccard", _jaccard_matrix(active)), ("soft_jaccard", soft),
+                        ("class_specific_jaccard", _jaccard_matrix(active[:, not_global]))):
+        same, different = _pair_means(score, labels)
+        assert cc[name]["all_pairs"] and cc[name]["same_pairs"] == sum(
+            n * (n - 1) // 2 for n in np.bincount(labels))
+        assert cc[name]["same"] == pytest.approx(same, rel=1e-6), name
+        assert cc[name]["different"] == pytest.approx(different, rel=1e-6), name
+
+    # The probe: every training image (probe_train exceeds them), features gamma * mu.
+    train_mu, _, train_logit = ref.encode(p, train_split.images)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    probe.fit(ref.sigmoid(train_logit) * train_mu, train_split.labels)
+    lp = saved["linear_probe"]
+    assert lp["train_examples"] == len(train_split.labels)
+    # float64 codes against float32 ones: at most one image classified differently.
+    assert abs(lp["accuracy"] - probe.score(gamma * mu, labels)) * len(labels) <= 1 + 1e-9
+    train_accuracy = probe.score(ref.sigmoid(train_logit) * train_mu, train_split.labels)
+    assert abs(lp["train_accuracy"] - train_accuracy) * len(train_split.labels) <= 1 + 1e-9
 
 
 def test_class_mask_workdir_reports_its_mixture_bound_and_masks(tmp_path):
@@ -331,24 +424,25 @@ def test_cli_names_a_missing_workdir(tmp_path):
         evaluate.main(["--workdir", str(tmp_path)])
 
 
-def test_relaxed_training_reports_the_leak(tmp_path):
-    """An untrained checkpoint of a model trained on the relaxed sample: the leak is reported."""
-    config = load_config("tiny", objective__mask="relaxed", objective__align_mode="off")
+def _untrained_workdir(tmp_path, config) -> None:
+    """A workdir holding ``config`` and its untrained state (digits images), as train.py writes it."""
     _, state, _ = initial_state(config, (8, 8, 1), 10)
+    record_config(str(tmp_path), config)
     checkpoints = Checkpoints(str(tmp_path), config)
     checkpoints.save(state, force=True)
     checkpoints.close()
+
+
+def test_relaxed_training_reports_the_leak(tmp_path):
+    """An untrained checkpoint of a model trained on the relaxed sample: the leak is reported."""
+    _untrained_workdir(tmp_path, load_config("tiny", objective__mask="relaxed", objective__align_mode="off"))
     e = evaluate.evaluate_workdir(str(tmp_path), probe_train=200, make_plots=False)["elbo"]
     assert e["leak"] == pytest.approx(e["exact_neg_elbo"] - e["relaxed_neg_elbo"], abs=1e-3)
 
 
 def test_plain_vae_treats_every_dimension_as_active(tmp_path):
     """An untrained Gaussian-prior checkpoint (no training needed): spike parts are null."""
-    config = load_config("tiny", model__prior="gaussian", objective__align_mode="off")
-    _, state, _ = initial_state(config, (8, 8, 1), 10)
-    checkpoints = Checkpoints(str(tmp_path), config)
-    checkpoints.save(state, force=True)
-    checkpoints.close()
+    _untrained_workdir(tmp_path, load_config("tiny", model__prior="gaussian", objective__align_mode="off"))
     results = evaluate.evaluate_workdir(str(tmp_path), probe_train=200, iw_samples=2)
     e = results["elbo"]
     assert e["spike_kl"] is e["leak"] is e["relaxed_neg_elbo"] is None and np.isfinite(e["iw_nll"])

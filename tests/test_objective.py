@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 from scipy.special import logsumexp
 
+import numpy_reference as ref
 from vscjax import objective
 from vscjax.config import base_config, schedule
 from vscjax.models import VSC
@@ -28,43 +29,15 @@ def test_schedules_match_closed_forms(step):
     np.testing.assert_allclose(traced, 50 + t * 350, rtol=1e-6)
 
 
-def _np_params(model):
-    """Float64 copies of an MLP model's weights: (encoder layers, heads, decoder layers, out)."""
-    as64 = lambda lin: (np.asarray(lin.kernel[...], np.float64), np.asarray(lin.bias[...], np.float64))  # noqa: E731
-    enc = [as64(layer) for layer in model.encoder.layers]
-    dec = [as64(layer) for layer in model.decoder.layers]
-    return enc, as64(model.encoder.heads), dec, as64(model.decoder.out)
-
-
-def _encode_numpy(model, x):
-    """Float64 MLP encoder: (mu, logvar, spike logit), [N, L] each."""
-    enc, heads, _, _ = _np_params(model)
-    h = np.asarray(x, np.float64).reshape(len(x), -1)
-    for w, b in enc:
-        h = np.maximum(h @ w + b, 0)
-    return np.split(h @ heads[0] + heads[1], 3, axis=-1)
-
-
 def _recon_numpy(model, x, key):
     """(recon NLL of the hard-spike sample from ``key``'s noise, mu, logvar, gamma), float64."""
-    _, _, dec, out = _np_params(model)
-    mu, logvar, logit = _encode_numpy(model, x)
+    p = ref.params_of(model)
+    mu, logvar, logit = ref.encode(p, x)
     key_eta, key_eps = jax.random.split(key)
     eta = np.asarray(jax.random.uniform(key_eta, mu.shape), np.float64)
     eps = np.asarray(jax.random.normal(key_eps, mu.shape), np.float64)
-    gamma = 1 / (1 + np.exp(-logit))
-    z = (eta > 1 - gamma) * (mu + np.exp(0.5 * logvar) * eps)  # the coupled hard spike
-    g = z
-    for w, b in dec:
-        g = np.maximum(g @ w + b, 0)
-    logits = g @ out[0] + out[1]
-    target = np.asarray(x, np.float64).reshape(len(x), -1)
-    recon = np.sum(np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits))), -1)
-    return recon, mu, logvar, gamma
-
-
-def _gauss_kl(mu, logvar, p_mu=0.0, p_logvar=0.0):
-    return 0.5 * (p_logvar - logvar + (np.exp(logvar) + (mu - p_mu) ** 2) / np.exp(p_logvar) - 1)
+    z = ref.spike_mask(logit, eta, 1.0, "hard") * (mu + np.exp(0.5 * logvar) * eps)
+    return ref.reconstruction_nll(p, z, x), mu, logvar, ref.sigmoid(logit)
 
 
 def _bern_kl(g, p):
@@ -74,7 +47,7 @@ def _bern_kl(g, p):
 def _exact_neg_elbo_numpy(model, x, key, alpha):
     """Float64 forward pass, hard-spike sample from the same noise, exact KL."""
     recon, mu, logvar, gamma = _recon_numpy(model, x, key)
-    slab = np.sum(gamma * _gauss_kl(mu, logvar), -1)
+    slab = np.sum(gamma * ref.gaussian_kl(mu, logvar), -1)
     spike = np.sum(_bern_kl(gamma, alpha), -1)
     return recon + slab + spike
 
@@ -103,7 +76,7 @@ def test_class_mask_bound_equals_float64_logsumexp_over_classes():
     got = objective.eval_terms(model, jnp.asarray(x), jnp.asarray(labels, jnp.int32), key, c=50.0, alpha=alpha)
 
     recon, mu, logvar, gamma = _recon_numpy(model, x, key)
-    slab = np.sum(gamma * _gauss_kl(mu, logvar), -1)
+    slab = np.sum(gamma * ref.gaussian_kl(mu, logvar), -1)
     logits = np.asarray(model.prior.shared[...], np.float64) + np.asarray(model.prior.offset[...], np.float64)
     prior_p = 1 / (1 + np.exp(-logits))  # [C, L]
     spike = np.stack([np.sum(_bern_kl(gamma, prior_p[y]), -1) for y in range(num_classes)], -1)  # [B, C]
@@ -165,9 +138,10 @@ def test_pseudo_input_bound_equals_float64_uniform_mixture():
     key = jax.random.key(5)
     got = objective.eval_terms(model, jnp.asarray(x), jnp.zeros(8, jnp.int32), key, c=50.0, alpha=alpha)
     recon, mu, logvar, gamma = _recon_numpy(model, x, key)
-    p_mu, p_logvar, p_logit = _encode_numpy(model, np.asarray(model.prior.pseudo_inputs[...]))  # [K, L]
+    p_mu, p_logvar, p_logit = ref.encode(ref.params_of(model), model.prior.pseudo_inputs[...])  # [K, L]
     p_gamma = 1 / (1 + np.exp(-10.0 * (1 / (1 + np.exp(-p_logit)) - 0.5)))
-    kl = np.stack([np.sum(gamma * _gauss_kl(mu, logvar, p_mu[i], p_logvar[i]) + _bern_kl(gamma, p_gamma[i]), -1)
+    kl = np.stack([np.sum(gamma * ref.gaussian_kl(mu, logvar, p_mu[i], p_logvar[i])
+                          + _bern_kl(gamma, p_gamma[i]), -1)
                    for i in range(k)], -1)  # [B, K]
     np.testing.assert_allclose(got["exact"], recon - logsumexp(np.log(1 / k) - kl, axis=-1), rtol=1e-4)
     assert np.all(np.isnan(np.asarray(got["class_conditional_exact"])))

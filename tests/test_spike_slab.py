@@ -18,7 +18,7 @@ def _params(seed, shape, spread=2.0):
 
 
 def _kl_numpy(mu, logvar, logit, alpha, prior_mu=0.0, prior_logvar=0.0):
-    """The closed form of DESIGN.md written directly in float64."""
+    """The closed form of docs/design.md written directly in float64."""
     mu, logvar, logit = (np.asarray(a, np.float64) for a in (mu, logvar, logit))
     gamma = 1.0 / (1.0 + np.exp(-logit))
     var, prior_var = np.exp(logvar), np.exp(prior_logvar)

@@ -2,28 +2,20 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, assert_trees_equal, check_record, load_config
-from vscjax import sharding, train
+from helpers import REPO_ROOT, assert_trees_equal, check_record, load_config, saved_state
+from vscjax import data, sharding, train
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
-
-
-def _final_state(workdir, config):
-    trainer = train.Trainer(config)
-    checkpoints = Checkpoints(workdir, config)
-    try:
-        return checkpoints.restore_latest(trainer.abstract_state())
-    finally:
-        checkpoints.close()
+from vscjax.state import TrainState
 
 
 def _train_and_compare(config, workdir):
@@ -47,12 +39,41 @@ def test_digits_run_writes_outputs_and_learns(tmp_path):
         assert os.path.exists(tmp_path / name), name
     assert os.listdir(tmp_path / "tensorboard")
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-    train_records = [r for r in records if r["split"] == "train"]
-    assert [r["step"] for r in train_records] == [0, 10, 20, 30, 39]
+    assert records[0] == {"event": "start", "step": 0, "resumed_from": None}
+    train_records = [r for r in records if r.get("split") == "train"]
+    assert [r["step"] for r in train_records] == [1, 10, 20, 30, 40]
     assert {"loss", "recon", "kl", "align", "mean_gamma", "expected_active", "nonfinite"} <= set(train_records[0])
-    validation_record = [r for r in records if r["split"] == "validation"][-1]
+    validation_record = [r for r in records if r.get("split") == "validation"][-1]
+    assert validation_record["step"] == 40  # the step of the last train record and checkpoint
     assert {"exact_neg_elbo", "relaxed_neg_elbo", "leak"} <= set(validation_record)
     check_record(json.load(open(tmp_path / "summary.json"))["provenance"])
+
+
+def test_train_and_validation_records_of_one_step_describe_one_state(tmp_path):
+    """Step k is the state after k updates, in train records, validation records and checkpoint
+    names alike: evaluating checkpoint k gives validation record k, and train record k is the
+    loss of update k, on the parameters of step k - 1."""
+    config = load_config("tiny", train__num_steps=20, train__eval_every=10)
+    train.run(config, str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    validation = {r["step"]: r for r in records if r.get("split") == "validation"}
+    train_records = {r["step"]: r for r in records if r.get("split") == "train"}
+    assert sorted(validation) == sorted(set(train_records) - {1}) == [10, 20]
+    trainer = train.Trainer(config)
+    store = Checkpoints.reader(str(tmp_path))
+    for step in (10, 20):
+        state = store.manager.restore(step, args=ocp.args.StandardRestore(trainer.abstract_state()))
+        assert trainer.evaluate(state)["exact_neg_elbo"] == validation[step]["exact_neg_elbo"]
+    store.manager.close()
+    # Train record 10 is the loss of the update from step 9's parameters: re-run it from step 0.
+    state = trainer.initial_state
+    sampler = trainer.sampler()
+    for index in range(10):
+        idx = sampler.indices(index)
+        batch = sharding.shard_batch({"image": trainer.train_data.images[idx],
+                                      "label": trainer.train_data.labels[idx]}, trainer.mesh)
+        state, metrics = trainer.train_step(state, batch, trainer.key)
+    assert float(metrics["loss"]) == train_records[10]["loss"]
 
 
 def test_idx_mnist_run_learns(tmp_path, mnist_dir):
@@ -81,20 +102,70 @@ def test_other_priors_train(tmp_path, prior):
     assert summary["exact_neg_elbo"] < untrained - 5
 
 
+def _digits_32x32(source, name, split, **kwargs):
+    """The digits, each pixel a 4x4 block: 32x32 images the conv architecture takes."""
+    small = real_load(source, name, split, **kwargs)
+    images = np.kron(small.images, np.ones((1, 4, 4, 1), np.float32))  # [N, 32, 32, 1]
+    return data.Dataset(images, small.labels, small.num_classes, f"{small.name}-32x32")
+
+
+real_load = data.load
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(model__architecture="conv", model__conv_channels=8),
+    dict(model__likelihood="gaussian"),
+    dict(model__dtype="bfloat16"),
+], ids=["conv", "gaussian", "bfloat16"])
+def test_other_models_train_with_finite_gradients(tmp_path, monkeypatch, overrides):
+    """The conv model (on 32x32 images), the Gaussian likelihood and bf16 compute, in the real
+    loop: no update skipped, every logged gradient norm finite, the loss going down."""
+    if "model__architecture" in overrides:
+        monkeypatch.setattr(data, "load", _digits_32x32)
+    config = load_config("tiny", train__num_steps=30, train__log_every=2, **overrides)
+    summary = train.run(config, str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    logged = [r for r in records if r.get("split") == "train"]
+    assert summary["nonfinite_steps"] == 0 and all(r["nonfinite"] == 0 for r in logged)
+    assert all(np.isfinite(r["grad_norm"]) and r["grad_norm"] > 0 for r in logged)
+    losses = [r["loss"] for r in logged]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.02 * abs(np.mean(losses[:3])), losses
+    assert np.isfinite(summary["exact_neg_elbo"])
+
+
 def test_resumed_run_is_bit_identical(tmp_path):
     config = load_config("tiny", train__num_steps=30)
-    train.run(config, str(tmp_path / "straight"))
+    assert train.run(config, str(tmp_path / "straight"))["resumed_from"] is None
     first = load_config("tiny", train__num_steps=20)
     train.run(first, str(tmp_path / "resumed"))  # stops at 20 with a checkpoint there
     summary = train.run(config, str(tmp_path / "resumed"))  # resumes at 20, runs to 30
-    assert summary["step"] == 30
-    assert_trees_equal(_final_state(tmp_path / "straight", config), _final_state(tmp_path / "resumed", config))
+    assert summary["step"] == 30 and summary["resumed_from"] == 20
+    # Parameters, optimizer state and step alike.
+    assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(tmp_path / "resumed"))
+
+
+def test_resume_that_changes_a_cosine_schedule_is_refused(tmp_path):
+    cosine = dict(optimizer__lr_schedule="cosine", train__num_steps=10)
+    train.run(load_config("tiny", **cosine), str(tmp_path))
+    with pytest.raises(ConfigError, match="train.num_steps: the checkpoint in this workdir was made "
+                                          r"with 10, this run asks for 20 \(the cosine"):
+        train.run(load_config("tiny", **{**cosine, "train__num_steps": 20}), str(tmp_path))
+    summary = train.run(load_config("tiny", **cosine), str(tmp_path))  # the same value: resumes
+    assert summary["resumed_from"] == 10
 
 
 def _one_step(mesh, config, batch):
+    """(gradient, metrics) of one update on ``mesh``: SGD with learning rate 1, so parameters
+    before minus after is the gradient itself (after an Adam step an element whose gradient is
+    rounding noise moves by a whole learning rate either way)."""
     trainer = train.Trainer(config, mesh)
-    state, metrics = trainer.train_step(trainer.initial_state, sharding.shard_batch(batch, mesh), trainer.key)
-    return jax.device_get(state.params), jax.device_get(metrics)
+    tx = optax.sgd(1.0)
+    params = trainer.initial_state.params
+    state = TrainState(params=params, opt_state=tx.init(params), step=jnp.int32(0),
+                       nonfinite_steps=jnp.int32(0))
+    step = jax.jit(train.make_train_step(trainer.graphdef, tx, config.objective, trainer.num_classes))
+    new_state, metrics = step(state, sharding.shard_batch(batch, mesh), trainer.key)
+    return jax.device_get(jax.tree.map(jnp.subtract, params, new_state.params)), jax.device_get(metrics)
 
 
 @pytest.mark.parametrize("align_mode", ["centroid", "pairwise"])
@@ -102,12 +173,12 @@ def test_eight_device_step_equals_one_device_step(align_mode):
     config = load_config("tiny", objective__align_mode=align_mode)
     trainer = train.Trainer(config)
     batch = {"image": trainer.train_data.images[:32], "label": trainer.train_data.labels[:32]}
-    params1, metrics1 = _one_step(sharding.make_data_mesh(jax.devices()[:1]), config, batch)
-    params8, metrics8 = _one_step(sharding.make_data_mesh(), config, batch)
+    grads1, metrics1 = _one_step(sharding.make_data_mesh(jax.devices()[:1]), config, batch)
+    grads8, metrics8 = _one_step(sharding.make_data_mesh(), config, batch)
     np.testing.assert_allclose(metrics8["loss"], metrics1["loss"], rtol=1e-5)
     np.testing.assert_allclose(metrics8["align"], metrics1["align"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads8)):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * np.max(np.abs(a)))
 
 
 def test_train_step_compiles_once():
@@ -172,27 +243,6 @@ def test_resume_with_different_latent_dim_is_refused(tmp_path):
     train.run(load_config("tiny", train__num_steps=10), str(tmp_path))
     with pytest.raises(ConfigError, match="model.latent_dim: the checkpoint in this workdir was made with 16"):
         train.run(load_config("tiny", model__latent_dim=32), str(tmp_path))
-
-
-def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, os.path.join(REPO_ROOT, "train.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
-
-
-def test_cli_rejects_unknown_config_key(tmp_path):
-    result = _cli("--config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
-                  "--config.train.num_stepz=3", "--workdir", str(tmp_path))
-    assert result.returncode != 0
-    assert "num_stepz" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_cli_trains_tiny_config(tmp_path):
-    result = _cli("--config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
-                  "--config.train.num_steps=12", "--workdir", str(tmp_path))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "validation exact -ELBO" in result.stdout and "leak" in result.stdout
-    assert json.load(open(tmp_path / "summary.json"))["step"] == 12
 
 
 def test_balanced_batches_use_the_class_block_pairwise_path():

@@ -3,7 +3,7 @@
 Pure functions of arrays (no state, no other vscjax module). Each spike probability
 ``gamma_j = sigmoid(spike_logit_j)`` is read as a Bernoulli "dimension j is active"
 variable, and two samples are compared by the sum over dimensions of the Jensen-Shannon
-divergence of their Bernoullis (DESIGN.md, "Class-aware alignment loss").
+divergence of their Bernoullis (docs/design.md, "The alignment loss").
 
 Numerics: probabilities and their complements come from the logits (``sigmoid(s)`` and
 ``sigmoid(-s)``, both accurate where the other saturates), entropies of the samples from

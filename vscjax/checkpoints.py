@@ -5,11 +5,19 @@ non-finite steps). The data position and the step's random key are pure function
 ``(seed, step)``, so the step restores both.
 
 Safety: orbax writes each checkpoint to a temporary folder and renames it when complete, so a
-run killed during a save leaves the previous checkpoints intact. Once a save is on disk we
-add ``checksums.json`` (sha256 of every file) to its folder. On restore, a checkpoint whose
-files do not match their checksums (garbled or truncated), or that orbax cannot read, is
-moved to ``<workdir>/corrupt_checkpoints/`` with a warning naming it, and the one before it is
-used; nothing good is ever overwritten.
+run killed during a save leaves the previous checkpoints intact (the temporary folder is
+removed when the next run starts). Once a save is on disk we add ``checksums.json`` (sha256 of
+every file) to its folder; a checkpoint committed by orbax but not yet sealed (a kill between
+the two) is sealed when it is restored. On restore:
+
+* a checkpoint whose files do not match their checksums (garbled, truncated, deleted), or
+  whose files orbax cannot read, is corrupt: it is moved to ``<workdir>/corrupt_checkpoints/``
+  with a warning naming it, and the one before it is used;
+* a readable checkpoint whose arrays do not fit the state this run builds (another tree,
+  shape or dtype: the code or the data changed) stops the run with a
+  :class:`CheckpointMismatchError` naming the checkpoint and what differs, and stays in place.
+
+Nothing good is ever moved or overwritten.
 """
 
 from __future__ import annotations
@@ -22,15 +30,22 @@ import os
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from vscjax import faults
 from vscjax import state as train_state
-from vscjax.config import base_config, check_resume_compatible
+from vscjax.config import CONFIG_FILE, base_config
 
-CONFIG_FILE = "config.json"
 CHECKSUMS_FILE = "checksums.json"
 CORRUPT_DIR = "corrupt_checkpoints"
+ITEM_DIR = "default"  # the folder of the train state inside a step's checkpoint
+MISMATCHES_SHOWN = 3  # differences named in a CheckpointMismatchError
+
+
+class CheckpointMismatchError(ValueError):
+    """A readable checkpoint whose arrays do not fit the train state this run builds."""
 
 
 def _file_checksums(folder: str) -> dict[str, str]:
@@ -69,23 +84,71 @@ def verify_checksums(folder: str) -> str | None:
     return None
 
 
+def _leaf_name(path) -> str:
+    """``params/encoder/heads/kernel/value`` for a pytree key path."""
+    return "/".join(str(next(getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)))
+                    for k in path)
+
+
+def _leaf_specs(tree) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of every leaf of a tree of arrays or array metadata, by leaf name."""
+    return {_leaf_name(path): (tuple(leaf.shape), np.dtype(leaf.dtype))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def state_mismatch(saved, wanted, *, partial: bool = False) -> str | None:
+    """None if two trees have the same leaves with the same shapes and dtypes, else what differs.
+
+    Args:
+      saved: the tree of a checkpoint (orbax array metadata).
+      wanted: the tree a restore asks for (arrays or ``jax.ShapeDtypeStruct``).
+      partial: ``wanted`` asks for some of the saved leaves; the others are not a mismatch.
+
+    Returns:
+      None, or the first ``MISMATCHES_SHOWN`` differences in the order of ``wanted``'s leaves.
+    """
+    saved, wanted = _leaf_specs(saved), _leaf_specs(wanted)
+    problems = []
+    for name, (shape, dtype) in wanted.items():
+        if name not in saved:
+            problems.append(f"{name} is not in the checkpoint")
+        elif saved[name][0] != shape:
+            problems.append(f"{name} has shape {saved[name][0]} in the checkpoint, {shape} in this run")
+        elif saved[name][1] != dtype:
+            problems.append(f"{name} has dtype {saved[name][1]} in the checkpoint, {dtype} in this run")
+    if not partial:
+        problems += [f"{name} is only in the checkpoint" for name in saved if name not in wanted]
+    if not problems:
+        return None
+    more = len(problems) - MISMATCHES_SHOWN
+    return "; ".join(problems[:MISMATCHES_SHOWN]) + (f" (and {more} more)" if more > 0 else "")
+
+
+class _FaultPointTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
+    """Orbax's temporary folder, renamed to commit a save, with a fault point just before the
+    rename of a step's folder (:mod:`vscjax.faults`, ``checkpoint_commit``)."""
+
+    async def finalize(self):
+        name = self.get_final().name  # the step's folder, or an item's folder inside it
+        if name.isdigit():
+            faults.point("checkpoint_commit", int(name))
+        await super().finalize()
+
+
 class Checkpoints:
     """Saves and restores train states under ``<workdir>/checkpoints``."""
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict):
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        config_path = os.path.join(self.workdir, CONFIG_FILE)
-        if os.path.exists(config_path):
-            with open(config_path) as f:
-                check_resume_compatible(f.read(), config)
-        with open(config_path, "w") as f:
-            f.write(config.to_json(indent=2))
         self.read_only = False
         self._unsealed = None
         self.manager = ocp.CheckpointManager(
             os.path.join(self.workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True),
+            item_handlers=ocp.StandardCheckpointHandler(),  # reads the arrays' metadata too
+            options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
+                                                 cleanup_tmp_directories=True,
+                                                 temporary_path_class=_FaultPointTemporaryPath),
         )
 
     @classmethod
@@ -99,7 +162,8 @@ class Checkpoints:
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
         self.manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+            directory, item_handlers=ocp.StandardCheckpointHandler(),
+            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
         return self
 
     def save(self, state, *, force: bool = False) -> None:
@@ -128,21 +192,55 @@ class Checkpoints:
         logging.warning("checkpoint %s is corrupt (%s); moved to %s, using the one before it",
                         self._step_dir(step), reason, target)
 
+    def _restore(self, step: int, abstract_state, partial: bool = False):
+        """(state, None) of checkpoint ``step``, or (None, why it is corrupt).
+
+        Raises:
+          CheckpointMismatchError: the checkpoint is readable but holds another tree, shape or
+            dtype than ``abstract_state`` (for a partial restore: than the fields it asks for).
+        """
+        problem = verify_checksums(self._step_dir(step))
+        if problem is not None:
+            return None, problem
+        try:
+            saved = self.manager.item_metadata(step)
+        except Exception as err:  # noqa: BLE001  any unreadable metadata: corrupt
+            return None, _describe(err)
+        mismatch = state_mismatch(saved, abstract_state, partial=partial)
+        if mismatch is not None:
+            raise CheckpointMismatchError(
+                f"checkpoint {self._step_dir(step)} does not fit the train state of this run: "
+                f"{mismatch}; it was left in place (the code or the data changed since it was "
+                "written: use another --workdir, or the code and data that wrote it)")
+        try:
+            if not partial:
+                return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state)), None
+            return _restore_part(os.path.join(self._step_dir(step), ITEM_DIR), abstract_state), None
+        except Exception as err:  # noqa: BLE001  any unreadable data: corrupt
+            return None, _describe(err)
+
     def restore_latest(self, abstract_state, *, partial: bool = False):
         """The newest restorable state, or None if there is none.
+
+        Corrupt checkpoints on the way are quarantined (skipped by a reader); a committed
+        checkpoint without checksums is sealed once restored.
 
         Args:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with shardings, the target.
           partial: ``abstract_state`` is a dict of some of the saved fields (for example
             ``{"params": ..., "step": ...}``); only those are read (not Adam's moments).
+
+        Raises:
+          CheckpointMismatchError: the newest readable checkpoint does not fit
+            ``abstract_state`` (it is left in place).
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
-            problem = verify_checksums(self._step_dir(step))
-            if problem is None:
-                try:
-                    return self.manager.restore(step, args=_restore_args(abstract_state, partial))
-                except Exception as err:  # noqa: BLE001  any unreadable checkpoint: fall back
-                    problem = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+            state, problem = self._restore(step, abstract_state, partial)
+            if state is not None:
+                sealed = os.path.exists(os.path.join(self._step_dir(step), CHECKSUMS_FILE))
+                if not (sealed or self.read_only):
+                    self._seal(step)
+                return state
             if self.read_only:
                 logging.warning("checkpoint %s is corrupt (%s); using the one before it",
                                 self._step_dir(step), problem)
@@ -154,16 +252,21 @@ class Checkpoints:
         """Step of the newest saved checkpoint (None if none)."""
         return self.manager.latest_step()
 
+    def _seal(self, step: int) -> None:
+        """Write the checksums of checkpoint ``step``'s files into its folder."""
+        folder = self._step_dir(step)
+        sums = _file_checksums(folder)
+        tmp = os.path.join(folder, CHECKSUMS_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(sums, f, indent=0)
+        os.replace(tmp, os.path.join(folder, CHECKSUMS_FILE))
+
     def wait(self) -> None:
         """Block until pending saves are on disk, then seal them with their checksums."""
         self.manager.wait_until_finished()
         if self._unsealed is not None and os.path.isdir(self._step_dir(self._unsealed)):
-            folder = self._step_dir(self._unsealed)
-            sums = _file_checksums(folder)
-            tmp = os.path.join(folder, CHECKSUMS_FILE + ".tmp")
-            with open(tmp, "w") as f:
-                json.dump(sums, f, indent=0)
-            os.replace(tmp, os.path.join(folder, CHECKSUMS_FILE))
+            faults.point("checkpoint_manifest", self._unsealed)
+            self._seal(self._unsealed)
         self._unsealed = None
 
     def close(self) -> None:
@@ -173,13 +276,18 @@ class Checkpoints:
         self.manager.close()
 
 
-def _restore_args(abstract_state, partial: bool) -> ocp.args.CheckpointArgs:
-    """Orbax's arguments to restore ``abstract_state``, the whole saved tree or a part of it."""
-    if not partial:
-        return ocp.args.StandardRestore(abstract_state)
-    return ocp.args.PyTreeRestore(
-        item=abstract_state, partial_restore=True,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+def _restore_part(item_dir: str, abstract_part):
+    """Read only the fields of ``abstract_part`` (a dict of some saved fields) from a
+    checkpoint's item folder: orbax's partial restore of a saved tree."""
+    args = ocp.args.PyTreeRestore(item=abstract_part, partial_restore=True,
+                                  restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_part))
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(item_dir, args=args)
+
+
+def _describe(err: Exception) -> str:
+    """The first line of an exception, for a warning."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:

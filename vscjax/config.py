@@ -26,6 +26,7 @@ LR_SCHEDULES = ("constant", "cosine")
 MIRROR_SCHEMES = ("https", "http", "file")
 # Keys whose change makes a checkpoint unusable: resuming with a different value is refused.
 STATE_DEFINING_PREFIXES = ("model.", "data.source", "data.name", "optimizer.")
+CONFIG_FILE = "config.json"  # the config a workdir was trained with
 
 
 class ConfigError(ValueError):
@@ -200,12 +201,42 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def check_resume_compatible(saved_json: str, config: ml_collections.ConfigDict) -> None:
-    """Refuse to resume a checkpoint written under a config whose state-defining keys differ."""
+    """Refuse to resume a checkpoint written under a config whose state-defining keys differ.
+
+    ``train.num_steps`` counts as state-defining under a cosine learning-rate schedule, whose
+    every value depends on it.
+    """
     saved = _flatten(json.loads(saved_json))
     current = _flatten(json.loads(config.to_json()))
+    cosine = current.get("optimizer.lr_schedule") == "cosine"
     for key in sorted(set(saved) | set(current)):
-        if key.startswith(STATE_DEFINING_PREFIXES) and saved.get(key) != current.get(key):
+        defining = key.startswith(STATE_DEFINING_PREFIXES) or (cosine and key == "train.num_steps")
+        if defining and saved.get(key) != current.get(key):
+            why = " (the cosine learning-rate schedule decays over it)" if key == "train.num_steps" else ""
             raise ConfigError(
                 f"config key {key}: the checkpoint in this workdir was made with "
-                f"{saved.get(key)!r}, this run asks for {current.get(key)!r}; use another "
+                f"{saved.get(key)!r}, this run asks for {current.get(key)!r}{why}; use another "
                 "--workdir or the same value")
+
+
+def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Refuse ``config`` if ``workdir`` was trained with an incompatible one; writes nothing.
+
+    Raises:
+      ConfigError: the workdir's checkpoints were made under values ``config`` changes
+        (:func:`check_resume_compatible`).
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            check_resume_compatible(f.read(), config)
+
+
+def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Write ``config`` into ``workdir`` as the config it is trained with (replaced whole, so a
+    kill never leaves half a file)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(config.to_json(indent=2))
+    os.replace(path + ".tmp", path)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from vscjax import download
+from vscjax import download, rng
 
 SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 1 / 12  # of the source's training set: 5,000 of MNIST's 60,000 images
@@ -66,18 +66,18 @@ class Dataset:
 
     def __post_init__(self):
         if self.images.ndim != 4:
-            raise ValueError(f"{self.name}: images must be [N, H, W, C], got shape {self.images.shape}")
+            raise DataError(f"{self.name}: images must be [N, H, W, C], got shape {self.images.shape}")
         if self.images.dtype != np.float32:
-            raise ValueError(f"{self.name}: images must be float32, got {self.images.dtype}")
+            raise DataError(f"{self.name}: images must be float32, got {self.images.dtype}")
         if self.labels.ndim != 1 or self.labels.dtype != np.int32:
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: labels must be a 1-D int32 array, got {self.labels.dtype} "
                 f"of shape {self.labels.shape}"
             )
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
+            raise DataError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
-            raise ValueError(
+            raise DataError(
                 f"{self.name}: labels span [{self.labels.min()}, {self.labels.max()}], "
                 f"outside [0, {self.num_classes})"
             )
@@ -310,13 +310,15 @@ def load(source: str, name: str, split: str, *, data_dir: str = "", mirror: str 
 class BatchSampler:
     """Indices of every batch as a pure function of (seed, step): resuming at step k needs only k.
 
-    Not balanced: shuffled epochs without replacement; epoch e is the permutation
-    ``default_rng([seed, e])`` of all N indices, cut into N // batch_size batches (the
-    remainder is dropped).
+    The permutations come from the "data" stream of :mod:`vscjax.rng`. Not balanced: shuffled
+    epochs without replacement; epoch e is the permutation ``default_rng(numpy_seed(seed,
+    "data", e, 0))`` of all N indices, cut into N // batch_size batches (the remainder is
+    dropped).
 
     Balanced: each batch holds m = batch_size / num_classes samples of each class, in
     class-major order (m of class 0, then m of class 1, ...). Class c walks through its own
-    epochs, the permutations ``default_rng([seed, e, c])`` of its samples, m at a time.
+    epochs, the permutations ``default_rng(numpy_seed(seed, "data", e, c + 1))`` of its
+    samples, m at a time.
     """
 
     def __init__(
@@ -359,8 +361,9 @@ class BatchSampler:
     def _permutation(self, stream: int | None, epoch: int, n: int) -> np.ndarray:
         cached = self._cache.get(stream)
         if cached is None or cached[0] != epoch:
-            key = [self.seed, epoch] if stream is None else [self.seed, epoch, stream]
-            cached = (epoch, np.random.default_rng(key).permutation(n))
+            part = 0 if stream is None else stream + 1  # 0: all samples, c + 1: class c
+            entropy = rng.numpy_seed(self.seed, "data", epoch, part)
+            cached = (epoch, np.random.default_rng(entropy).permutation(n))
             self._cache[stream] = cached
         return cached[1]
 

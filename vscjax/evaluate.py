@@ -5,7 +5,7 @@
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
-and draws pictures into ``W/plots/``. The words follow docs/design.md, "Metrics":
+and draws pictures into ``W/plots/``. The words follow docs/design.md, "What the metrics mean":
 
 * **ELBO**: every model's own exact bound on -log p(x) (hard spikes; for the learned priors
   the logsumexp over the mixture's components, no label used) split into recon, slab KL, spike
@@ -52,12 +52,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, data, objective, plots, provenance, spike_slab
+from vscjax import checkpoints, data, objective, plots, provenance, rng, spike_slab
 
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
-PROBE_KEY_SALT = 0xB0BE  # seeds the choice of the probe's training images
-LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this
+LEAK_WARNING_NATS = 2.0  # shipped configs keep the leak below this (docs/design.md)
 ALL_PAIRS_LIMIT = 2_000_000  # jaccard_pairs scores every pair up to this many, else samples
 PAIR_CHUNK_ELEMENTS = 1 << 22  # pairs x L values held at once while scoring pairs
 OVERLAP_DEFINITION = "soft Jaccard of class activation frequencies: sum_j min(F_a, F_b) / sum_j max(F_a, F_b)"
@@ -78,14 +77,15 @@ def soft_jaccard(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 1.0)
 
 
-def jaccard_pairs(active: np.ndarray, labels: np.ndarray, *, num_pairs: int = 20_000, seed: int = 0,
+def jaccard_pairs(active: np.ndarray, labels: np.ndarray, *, num_pairs: int = 20_000, seed=0,
                   all_pairs_limit: int = ALL_PAIRS_LIMIT) -> dict:
     """Mean :func:`soft_jaccard` over same-class pairs and over different-class pairs.
 
     Pass boolean active sets (gamma > 0.5) for the Jaccard, gamma for the soft Jaccard.
     Pairs: every unordered pair of samples when there are at most ``all_pairs_limit`` of them;
     otherwise ``num_pairs`` pairs of each kind, drawn i.i.d. uniformly from the pairs of that
-    kind with ``default_rng(seed)``. Memory: ``PAIR_CHUNK_ELEMENTS`` values at a time.
+    kind with ``default_rng(seed)`` (an int or a list of ints). Memory: ``PAIR_CHUNK_ELEMENTS``
+    values at a time.
 
     Args:
       active: [N, L] values in [0, 1].
@@ -106,9 +106,9 @@ def jaccard_pairs(active: np.ndarray, labels: np.ndarray, *, num_pairs: int = 20
         same = labels[a] == labels[b]
         pairs = {"same": (a[same], b[same]), "different": (a[~same], b[~same])}
     else:
-        rng = np.random.default_rng(seed)
-        pairs = {"same": _sample_same_class_pairs(labels, num_pairs, rng),
-                 "different": _sample_different_class_pairs(labels, num_pairs, rng)}
+        generator = np.random.default_rng(seed)
+        pairs = {"same": _sample_same_class_pairs(labels, num_pairs, generator),
+                 "different": _sample_different_class_pairs(labels, num_pairs, generator)}
     empty = ~values.any(axis=1)  # [N]
     out = {"all_pairs": exhaustive}
     for kind, (a, b) in pairs.items():
@@ -385,7 +385,7 @@ def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> 
         return iw_neg_log_likelihood(nnx.merge(graphdef, params), x, key, alpha=alpha,
                                      num_samples=num_samples)
 
-    key = jax.random.fold_in(objective.eval_key(config.seed), num_samples)
+    key = rng.key(config.seed, "iw")
     return map_in_batches(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), (images,),
                           config.train.eval_batch_size)
 
@@ -427,7 +427,7 @@ def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray |
         iw_samples=iw_samples)
 
 
-def _class_sections(codes: Codes, labels: np.ndarray, num_classes: int, pairs: int, seed: int,
+def _class_sections(codes: Codes, labels: np.ndarray, num_classes: int, pairs: int, seed: list[int],
                     leak) -> tuple[dict | None, dict | None]:
     """The class-consistency and class-activation sections (None for a plain VAE)."""
     if not codes.spikes:
@@ -491,6 +491,11 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     dataset = data.load(d.source, d.name, split, data_dir=d.dir, mirror=d.mirror)
     train_set = (dataset if split == "train"
                  else data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror))
+    if dataset.labels.max(initial=0) >= train_set.num_classes:
+        raise data.DataError(f"{dataset.name}: labels span [{dataset.labels.min()}, {dataset.labels.max()}], "
+                             f"outside the {train_set.num_classes} classes of {train_set.name}")
+    # A split's class count is the training set's (IDX files give each split its own).
+    dataset = dataclasses.replace(dataset, num_classes=train_set.num_classes)
     config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
                                                        dataset.num_classes)
     params, step = state.params, int(jax.device_get(state.step))
@@ -502,10 +507,10 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     elbo = _elbo_section(terms, config, step, codes.spikes, iw, iw_samples)
     leak = elbo["leak"]
     consistency, activation = _class_sections(codes, dataset.labels, dataset.num_classes, pairs,
-                                              config.seed, leak)
-    rng = np.random.default_rng([config.seed, PROBE_KEY_SALT])
-    probe_idx = np.sort(rng.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
-                                   replace=False))
+                                              rng.numpy_seed(config.seed, "pairs"), leak)
+    generator = np.random.default_rng(rng.numpy_seed(config.seed, "probe"))
+    probe_idx = np.sort(generator.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
+                                         replace=False))
     probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size)
     results = dict(
         workdir=os.path.abspath(workdir), step=step, split=split, data=dataset.name,

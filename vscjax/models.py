@@ -304,8 +304,11 @@ class VSC(nnx.Module):
 
 
 def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, alpha: float,
-                seed: int) -> VSC:
-    """A VSC model from the ``config.model`` block, the data's image shape and class count."""
+                key: jax.Array) -> VSC:
+    """A VSC model from the ``config.model`` block, the data's image shape and class count.
+
+    ``key`` seeds the initial parameters (a run passes its "init" stream, :mod:`vscjax.rng`).
+    """
     return VSC(
         image_shape,
         model_config.latent_dim,
@@ -320,5 +323,5 @@ def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, a
         alpha=alpha,
         class_offsets=model_config.class_offsets,
         dtype=model_config.dtype,
-        rngs=nnx.Rngs(params=seed),
+        rngs=nnx.Rngs(params=key),
     )

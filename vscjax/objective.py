@@ -2,7 +2,7 @@
 
     loss = mean_B[ recon NLL + beta * KL + regularisers ] + lambda_align * L_align
 
-(docs/design.md, "Objective"). Every function here is pure and jit-able; the step number may
+(docs/design.md, "The objective"). Every function here is pure and jit-able; the step number may
 be traced, so schedules are computed with jnp.
 """
 
@@ -13,7 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vscjax import alignment, spike_slab
+from vscjax import alignment, rng, spike_slab
 from vscjax.models import VSC
 
 SCHEDULE_KINDS = ("constant", "linear", "exponential")
@@ -25,12 +25,12 @@ REGULARISERS = {
     "partial_sharing": "partial_sharing",  # class-mask prior: partial_sharing()
     "class_exclusivity": "class_exclusivity",  # class-mask prior: class_exclusivity()
 }
-EVAL_KEY_SALT = 0x5EED
 
 
 def eval_key(seed: int) -> jax.Array:
-    """The key of every evaluation of a run: the same noise each time, so evaluations agree."""
-    return jax.random.fold_in(jax.random.key(seed), EVAL_KEY_SALT)
+    """The key of every evaluation of a run (the "eval" stream of :mod:`vscjax.rng`): the same
+    noise each time, so evaluations agree."""
+    return rng.key(seed, "eval")
 
 
 # ----------------------------------------------------------------------------- schedules

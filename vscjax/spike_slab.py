@@ -9,7 +9,7 @@ The posterior of one latent dimension is
 and ``sigma^2 = exp(logvar)``. Every log of ``gamma`` or ``1 - gamma`` is computed from the
 logit (``log_sigmoid(s)``, ``log_sigmoid(-s)``), never by clamping a probability.
 
-Masks (how the spike enters a sample; docs/design.md, "The leak" and "The coupled spike"):
+Masks (how the spike enters a sample; docs/design.md, "Samples, masks and the leak"):
 
 * ``"relaxed"``: ``sigmoid(c (eta + gamma - 1))`` with ``eta ~ U(0, 1)`` (VSC supplement B).
   Differentiable, but a dimension with gamma ~ 0 still passes about ``log(2) / c`` of its

@@ -13,6 +13,7 @@ import ml_collections
 import optax
 from flax import nnx, struct
 
+from vscjax import rng
 from vscjax.models import build_model
 
 
@@ -37,7 +38,7 @@ def initial_state(config: ml_collections.ConfigDict, image_shape: Sequence[int],
     """(graphdef, TrainState at step 0, optimizer) of ``config`` for images of ``image_shape``
     in ``num_classes`` classes."""
     model = build_model(config.model, image_shape, num_classes, alpha=config.objective.alpha,
-                        seed=config.seed)
+                        key=rng.key(config.seed, "init"))
     graphdef, params = nnx.split(model)
     tx = make_optimizer(config.optimizer, config.train.num_steps)
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.int32(0),

@@ -9,6 +9,7 @@ checkpoint in the workdir, reaching bit-identical parameters to an uninterrupted
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,13 +25,12 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, objective, plots, profiling, provenance, sharding, trained
+from vscjax import data, faults, objective, plots, profiling, provenance, rng, sharding, trained
 from vscjax.checkpoints import Checkpoints
-from vscjax.config import ConfigError, validate
+from vscjax.config import ConfigError, check_workdir, record_config, validate
 from vscjax.models import VSC
 from vscjax.state import TrainState, abstract, initial_state
 
-PRIOR_SAMPLES_SALT = 0x5A3F  # seeds the samples of plots/prior_samples.png
 
 
 class NonFiniteLossError(RuntimeError):
@@ -117,10 +117,13 @@ class Trainer:
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
-        self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
+        try:
+            self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
+        except ValueError as err:  # the model cannot take this data, e.g. conv on 8x8 images
+            raise ConfigError(f"config key model.architecture: {err} ({d.name})") from None
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        self.key = jax.random.key(config.seed)
+        self.key = rng.key(config.seed, "train")  # step k's noise: fold_in(key, k)
         self.initial_state = jax.device_put(state, self.replicated)
         self.train_step = jax.jit(
             make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
@@ -177,10 +180,17 @@ class Trainer:
 
 
 class MetricsLog:
-    """Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files."""
+    """Metrics to ``metrics.jsonl`` (one JSON object per line) and TensorBoard event files.
+
+    A record ``{"split": "train" | "validation", "step": k, ...}`` describes step k, the state
+    after k updates: a train record holds the metrics of update k itself (its loss is that of
+    the parameters before it), a validation record the evaluation of the state after it.
+    ``{"event": "start", "step": k, "resumed_from": k or null}`` marks where a run started.
+    """
 
     def __init__(self, workdir: str, resume_step: int = 0):
-        """Open the log; records a resumed run will write again (step >= resume_step) are dropped."""
+        """Open the log, keeping the records of steps <= ``resume_step`` (a resumed run writes
+        the later ones again) and dropping a line cut by a kill."""
         from tensorboardX import SummaryWriter
 
         self.path = os.path.join(workdir, "metrics.jsonl")
@@ -192,32 +202,57 @@ class MetricsLog:
                         record = json.loads(line)
                     except ValueError:  # a line cut by a kill
                         continue
-                    if record["step"] < resume_step or (record["split"] == "validation" and record["step"] == resume_step):
-                        kept.append(line if line.endswith("\n") else line + "\n")
+                    if record["step"] <= resume_step:
+                        kept.append(record)
+        self._logged = {(r.get("split"), r["step"]) for r in kept}
         with open(self.path + ".tmp", "w") as f:
-            f.writelines(kept)
+            f.writelines(json.dumps(r) + "\n" for r in kept)
         os.replace(self.path + ".tmp", self.path)
         self.file = open(self.path, "a")
         self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
+    def has(self, split: str, step: int) -> bool:
+        """Whether the log holds a record of ``split`` at ``step``."""
+        return (split, step) in self._logged
+
+    def start(self, step: int, resumed_from: int | None) -> None:
+        """Record that a run starts at ``step``, restored from that step's checkpoint or not."""
+        self._append({"event": "start", "step": step, "resumed_from": resumed_from})
+
     def write(self, split: str, step: int, metrics: dict) -> None:
+        """Append the record of ``split`` at ``step`` (and its TensorBoard scalars)."""
         record = {"split": split, "step": step, **{k: float(v) for k, v in metrics.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        self._append(record)
+        self._logged.add((split, step))
         for name, value in metrics.items():
             self.writer.add_scalar(f"{split}/{name}", float(value), step)
+
+    def _append(self, record: dict) -> None:
+        line = json.dumps(record) + "\n"
+        if faults.armed("metrics_append", record["step"]):  # a kill that cuts this very line
+            self.file.write(line[:len(line) // 2])
+            self.file.flush()
+            faults.point("metrics_append", record["step"])
+        self.file.write(line)
+        self.file.flush()
 
     def close(self) -> None:
         self.file.close()
         self.writer.close()
 
 
+class _Interrupted(Exception):
+    """A stop signal arrived while :meth:`_StopSignal.interrupting` was active."""
+
+
 class _StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop checks after each step (then saves, exits)."""
+    """Turns SIGTERM/SIGINT into a flag the loop checks before each step (then saves, exits);
+    inside :meth:`interrupting` the signal interrupts the work at once."""
 
     def __init__(self):
         self.received = None
         self.previous = {}
+        self._interrupt = False
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -229,6 +264,19 @@ class _StopSignal:
 
     def _handle(self, signum, frame):
         self.received = signal.Signals(signum).name
+        if self._interrupt:
+            raise _Interrupted(self.received)
+
+    @contextlib.contextmanager
+    def interrupting(self):
+        """Within: a stop signal (or one already received) raises :class:`_Interrupted`."""
+        if self.received:
+            raise _Interrupted(self.received)
+        self._interrupt = True
+        try:
+            yield
+        finally:
+            self._interrupt = False
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -243,90 +291,108 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
 
     Writes ``config.json``, ``dataset.json`` (image shape and classes, for ``vscjax.load``),
     ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``summary.json``, ``plots/`` and,
-    with ``train.profile_steps > 0``, ``profile/`` into the workdir.
+    with ``train.profile_steps > 0``, ``profile/`` into the workdir. The summary's
+    ``resumed_from`` is the step whose checkpoint the run started from (None: a fresh start).
+
+    SIGTERM or SIGINT, from start-up on, stops the run before its next update with the state
+    saved; during the final evaluation it stops the evaluation (the final state is saved and
+    sealed before it starts). Either way the run returns ``{"interrupted_at_step": k,
+    "resumed_from": ...}``, and rerunning resumes from step k.
     """
     from tqdm import tqdm
 
-    trainer = Trainer(config, mesh)
-    t = config.train
-    checkpoints = Checkpoints(workdir, config)
-    if jax.process_index() == 0:
-        trained.write_dataset_info(workdir, config.data.name, trainer.image_shape, trainer.num_classes)
-    restored = checkpoints.restore_latest(trainer.abstract_state())
-    state = trainer.initial_state if restored is None else restored
-    start = int(jax.device_get(state.step))
-    if restored is not None:
-        logging.info("resuming from step %d in %s", start, workdir)
-    log = MetricsLog(workdir, start)
-    profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
-    batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
-                                  sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
-    interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
-    progress = tqdm(total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                    mininterval=0.1 if interactive else 30.0, disable=start >= t.num_steps)
-    pending = None  # (step, metrics on device) of the previous step: read one step late
-    tick, tick_step = time.perf_counter(), start
+    with _StopSignal() as stop, contextlib.ExitStack() as cleanup:
+        trainer = Trainer(config, mesh)
+        t = config.train
+        check_workdir(workdir, config)
+        checkpoints = Checkpoints(workdir, config)
+        cleanup.callback(checkpoints.close)
+        restored = checkpoints.restore_latest(trainer.abstract_state())
+        record_config(workdir, config)  # only once the workdir's checkpoints are known to fit
+        if jax.process_index() == 0:
+            trained.write_dataset_info(workdir, config.data.name, trainer.image_shape, trainer.num_classes)
+        state = trainer.initial_state if restored is None else restored
+        start = int(jax.device_get(state.step))
+        resumed_from = None if restored is None else start
+        if restored is not None:
+            logging.info("resuming from step %d in %s", start, workdir)
+        log = MetricsLog(workdir, start)
+        cleanup.callback(log.close)
+        log.start(start, resumed_from)
+        profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
+        cleanup.callback(profiler.stop)
+        faults.point("startup")
+        batches = cleanup.enter_context(data.batch_iterator(
+            trainer.train_data, trainer.sampler(), start_step=start,
+            sharding=trainer.batch_sharding, prefetch=config.data.prefetch))
+        interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
+        progress = cleanup.enter_context(tqdm(
+            total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
+            mininterval=0.1 if interactive else 30.0, disable=start >= t.num_steps))
+        pending = None  # (step, metrics on device) of the previous update: read one step late
+        tick, tick_step = time.perf_counter(), start
 
-    def report(step, metrics):
-        """Called one step late: the device has the next step queued while we read this one."""
-        nonlocal tick, tick_step
-        if t.nonfinite == "stop" and int(metrics["nonfinite"]):
-            raise NonFiniteLossError(
-                f"step {step}: non-finite loss or gradient (update skipped); the last good "
-                f"checkpoint is step {checkpoints.latest_step()} in {workdir}")
-        if step % t.log_every == 0 or step == t.num_steps - 1:
-            host = jax.device_get(metrics)
-            now = time.perf_counter()
-            rate = (step + 1 - tick_step) * t.batch_size / max(now - tick, 1e-9)
-            tick, tick_step = now, step + 1
-            log.write("train", step, {**host, "samples_per_second": rate})
-            progress.set_postfix(loss=f"{host['loss']:.2f}", samples_s=f"{rate:,.0f}")
+        def report(step, metrics):
+            """Called one update late: the device has the next update queued meanwhile."""
+            nonlocal tick, tick_step
+            if t.nonfinite == "stop" and int(metrics["nonfinite"]):
+                raise NonFiniteLossError(
+                    f"step {step}: non-finite loss or gradient (update skipped); the last good "
+                    f"checkpoint is step {checkpoints.latest_step()} in {workdir}")
+            if step == 1 or step % t.log_every == 0 or step == t.num_steps:
+                host = jax.device_get(metrics)
+                now = time.perf_counter()
+                rate = (step - tick_step) * t.batch_size / max(now - tick, 1e-9)
+                tick, tick_step = now, step
+                log.write("train", step, {**host, "samples_per_second": rate})
+                faults.point("logged", step)
+                progress.set_postfix(loss=f"{host['loss']:.2f}", samples_s=f"{rate:,.0f}")
 
-    try:
-        with _StopSignal() as stop, batches:
-            for step, batch in batches:
-                if step >= t.num_steps:
-                    break
-                profiler.before_step(step)
-                with profiler.annotate(step):
-                    state, metrics = trainer.train_step(state, batch, trainer.key)
-                profiler.after_step(step, state)
-                if pending is not None:
-                    report(*pending)
-                pending = (step, metrics)
-                progress.update(1)
-                done = step + 1
-                if done % t.checkpoint_every == 0:
-                    checkpoints.save(state)
-                if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
-                    log.write("validation", done, trainer.evaluate(state))
-                if stop.received:
-                    checkpoints.save(state, force=True)
-                    checkpoints.wait()
-                    logging.warning("%s received: saved step %d in %s; rerun to resume",
-                                    stop.received, done, workdir)
-                    return {"interrupted_at_step": done}
+        for index, batch in batches:  # the batch of update index + 1
+            if index >= t.num_steps or stop.received:
+                break
+            done = index + 1
+            faults.point("step", done)
+            profiler.before_step(index)
+            with profiler.annotate(index):
+                state, metrics = trainer.train_step(state, batch, trainer.key)
+            profiler.after_step(index, state)
             if pending is not None:
                 report(*pending)
-        checkpoints.save(state, force=True)
-        summary = {"step": int(jax.device_get(state.step)),
+            pending = (done, metrics)
+            progress.update(1)
+            if done % t.checkpoint_every == 0:
+                checkpoints.save(state)
+            if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
+                log.write("validation", done, trainer.evaluate(state))
+        if pending is not None:
+            report(*pending)
+        step = int(jax.device_get(state.step))
+        if step > start:
+            checkpoints.save(state, force=True)
+        checkpoints.wait()  # on disk and sealed before the evaluation, which a signal may stop
+        try:
+            with stop.interrupting():
+                faults.point("final_evaluation")
+                evaluation = trainer.evaluate(state)
+        except _Interrupted:
+            logging.warning("%s received: step %d is saved in %s; rerun to %s", stop.received,
+                            step, workdir, "evaluate it" if step >= t.num_steps else "resume")
+            return {"interrupted_at_step": step, "resumed_from": resumed_from}
+        summary = {"step": step,
+                   "resumed_from": resumed_from,
                    "nonfinite_steps": int(jax.device_get(state.nonfinite_steps)),
                    "num_devices": int(trainer.mesh.devices.size),
                    "split": "validation",
-                   **trainer.evaluate(state)}
-        log.write("validation", summary["step"],
-                  {k: v for k, v in summary.items() if k not in ("step", "split")})
+                   **evaluation}
+        if not log.has("validation", step):  # a rerun of a finished run logs nothing new
+            log.write("validation", step, evaluation)
         summary["provenance"] = provenance.record()
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         if t.plots:
             _end_of_run_plots(trainer, state, workdir, log.path)
         return summary
-    finally:
-        profiler.stop()
-        progress.close()
-        log.close()
-        checkpoints.close()
 
 
 def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
@@ -338,7 +404,7 @@ def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics
     plots.reconstruction_grid(images, model.reconstruct(images),
                               os.path.join(plot_dir, "reconstructions.png"),
                               title="validation inputs and reconstructions (spikes: gamma > 0.5)")
-    key = jax.random.fold_in(jax.random.key(trainer.config.seed), PRIOR_SAMPLES_SALT)
+    key = rng.key(trainer.config.seed, "prior_samples")
     samples, row_labels = trained.prior_sample_rows(model, key)
     plots.image_rows(samples, os.path.join(plot_dir, "prior_samples.png"), row_labels=row_labels,
                      title=f"samples from the {model.prior} prior (decoder mean images)")
@@ -349,7 +415,9 @@ def summarise(summary: dict) -> str:
     """A short human-readable end-of-run summary."""
     if "interrupted_at_step" in summary:
         return f"interrupted at step {summary['interrupted_at_step']}; rerun the same command to resume"
-    lines = [f"step {summary['step']} on {summary['num_devices']} device(s)",
+    start = ("a fresh start" if summary["resumed_from"] is None
+             else f"resumed from step {summary['resumed_from']}")
+    lines = [f"step {summary['step']} on {summary['num_devices']} device(s), {start}",
              f"validation exact -ELBO   {summary['exact_neg_elbo']:9.2f} nats "
              f"(recon {summary['recon']:.2f}, slab KL {summary['slab_kl']:.2f}, "
              f"spike KL {summary['spike_kl']:.2f})",

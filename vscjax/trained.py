@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, objective
+from vscjax import checkpoints, objective, rng
 from vscjax.evaluate import Codes, encode_images, map_in_batches
 from vscjax.models import VSC, build_model
 
@@ -74,7 +74,8 @@ def load(workdir: str, *, image_shape: Sequence[int] | None = None, num_classes:
         image_shape = info["image_shape"] if image_shape is None else image_shape
         num_classes = info["num_classes"] if num_classes is None else num_classes
     abstract_model = nnx.eval_shape(lambda: build_model(
-        config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha, seed=config.seed))
+        config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
+        key=rng.key(config.seed, "init")))
     graphdef, abstract_params = nnx.split(abstract_model)
     params, step = checkpoints.load_params(workdir, abstract_params)
     return TrainedModel(nnx.merge(graphdef, params), config, num_classes=num_classes, step=step,
