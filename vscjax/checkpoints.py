@@ -10,6 +10,12 @@ add ``checksums.json`` (sha256 of every file) to its folder. On restore, a check
 files do not match their checksums (garbled or truncated), or that orbax cannot read, is
 moved to ``<workdir>/corrupt_checkpoints/`` with a warning naming it, and the one before it is
 used; nothing good is ever overwritten.
+
+Several processes: every process saves and restores (orbax writes each process's part);
+process 0 alone writes the config, the checksums and moves bad checkpoints. Which checkpoint
+is restored is agreed: process 0 checks the checksums, every process tries the restore, and a
+checkpoint that fails anywhere is rejected everywhere (a collective vote), so all processes
+resume from the same step even when only one of them cannot read a file.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vscjax import multihost
 from vscjax import state as train_state
 from vscjax.config import base_config, check_resume_compatible
 
@@ -77,8 +84,10 @@ class Checkpoints:
         if os.path.exists(config_path):
             with open(config_path) as f:
                 check_resume_compatible(f.read(), config)
-        with open(config_path, "w") as f:
-            f.write(config.to_json(indent=2))
+        if multihost.is_writer():  # replaced whole: other processes may be reading it
+            with open(config_path + ".tmp", "w") as f:
+                f.write(config.to_json(indent=2))
+            os.replace(config_path + ".tmp", config_path)
         self.read_only = False
         self._unsealed = None
         self.manager = ocp.CheckpointManager(
@@ -113,7 +122,14 @@ class Checkpoints:
         return os.path.join(str(self.manager.directory), str(step))
 
     def _quarantine(self, step: int, reason: str) -> None:
-        """Move a bad checkpoint out of the way (kept for inspection), with a warning."""
+        """Move a bad checkpoint out of the way (kept for inspection, by process 0), with a
+        warning; every process calls it and then sees the checkpoint gone."""
+        if multihost.is_writer():
+            self._move_to_quarantine(step, reason)
+        multihost.barrier(f"quarantined {step}")
+        self.manager.reload()
+
+    def _move_to_quarantine(self, step: int, reason: str) -> None:
         target_root = os.path.join(self.workdir, CORRUPT_DIR)
         os.makedirs(target_root, exist_ok=True)
         target = os.path.join(target_root, f"{step}")
@@ -122,23 +138,25 @@ class Checkpoints:
             suffix += 1
             target = os.path.join(target_root, f"{step}.{suffix}")
         os.rename(self._step_dir(step), target)
-        self.manager.reload()
         logging.warning("checkpoint %s is corrupt (%s); moved to %s, using the one before it",
                         self._step_dir(step), reason, target)
 
     def restore_latest(self, abstract_state):
-        """The newest restorable state, or None if there is none.
+        """The newest state that every process can restore, or None if there is none.
 
         Args:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with shardings, the target.
         """
         for step in sorted(self.manager.all_steps(), reverse=True):
-            problem = verify_checksums(self._step_dir(step))
-            if problem is None:
+            problem = verify_checksums(self._step_dir(step)) if multihost.is_writer() else None
+            if not multihost.any_process(problem is not None):
                 try:
-                    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                    restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
                 except Exception as err:  # noqa: BLE001  any unreadable checkpoint: fall back
                     problem = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                if not multihost.any_process(problem is not None):
+                    return restored
+            problem = problem or "another process could not restore it"
             if self.read_only:
                 logging.warning("checkpoint %s is corrupt (%s); using the one before it",
                                 self._step_dir(step), problem)
@@ -153,7 +171,8 @@ class Checkpoints:
     def wait(self) -> None:
         """Block until pending saves are on disk, then seal them with their checksums."""
         self.manager.wait_until_finished()
-        if self._unsealed is not None and os.path.isdir(self._step_dir(self._unsealed)):
+        if (self._unsealed is not None and multihost.is_writer()
+                and os.path.isdir(self._step_dir(self._unsealed))):
             folder = self._step_dir(self._unsealed)
             sums = _file_checksums(folder)
             tmp = os.path.join(folder, CHECKSUMS_FILE + ".tmp")
@@ -189,17 +208,19 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-def load_trained(workdir: str, image_shape, num_classes: int):
+def load_trained(workdir: str, image_shape, num_classes: int, *, sharding=None):
     """(config, graphdef, state) of the newest restorable checkpoint in ``workdir``.
 
-    The state is placed on the default device; ``nnx.merge(graphdef, state.params)`` is the model.
+    The state is placed with ``sharding`` (default: this process's first device);
+    ``nnx.merge(graphdef, state.params)`` is the model.
     """
     config = read_config(workdir)
     graphdef, init, _ = train_state.initial_state(config, image_shape, num_classes)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     checkpoints = Checkpoints.reader(workdir)
     try:
-        state = checkpoints.restore_latest(train_state.abstract(init, device))
+        state = checkpoints.restore_latest(train_state.abstract(init, sharding))
     finally:
         checkpoints.manager.close()
     if state is None:

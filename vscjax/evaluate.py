@@ -2,6 +2,7 @@
 
     python -m vscjax.evaluate --workdir W [--split test] [--probe-train 5000] [--pairs 20000]
                               [--iw-samples 0] [--no-plots]
+                              [--coordinator_address H:P --num_processes N --process_id I]
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -43,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, data, objective, plots, spike_slab
+from vscjax import (checkpoints, data, evaluation_loop, multihost, objective, plots, sharding,
+                    spike_slab)
 
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
@@ -308,66 +311,47 @@ class Codes:
         return np.where(self.gamma > ACTIVE_THRESHOLD, self.mu, 0.0).astype(np.float32)
 
 
-def _batched(fn, arrays, batch_size: int):
-    """``fn(i, *batch)`` on fixed-size batches of ``arrays`` (a tuple of [N, ...] arrays; the
-    last batch zero-padded: one compilation); the outputs ([batch_size, ...] leaves) trimmed of
-    the padding and concatenated on the host."""
-    n = len(arrays[0])
-    size = min(batch_size, n)
-    outputs = []
-    for i, start in enumerate(range(0, n, size)):
-        chunks = [a[start:start + size] for a in arrays]
-        real = len(chunks[0])
-        if real < size:
-            chunks = [np.concatenate([c, np.zeros((size - real, *c.shape[1:]), c.dtype)]) for c in chunks]
-        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(i, *chunks)))
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _batch_codes(params, batch_index, images, *, graphdef):
+    """mu, logvar [B, L] and gamma [B, L] (None for a plain VAE) of one batch."""
+    del batch_index  # encoding draws no noise
+    mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(images)
+    return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
 
 
-def encode_images(graphdef, params, images: np.ndarray, batch_size: int) -> Codes:
-    """Encode images [N, H, W, C] in jitted batches."""
-
-    @jax.jit
-    def encode(params, x):
-        mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
-        return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
-
-    mu, logvar, gamma = _batched(lambda i, x: encode(params, x), (images,), batch_size)
+def encode_images(graphdef, params, images: np.ndarray, batch_size: int, mesh) -> Codes:
+    """Encode images [N, H, W, C] in jitted batches split over ``mesh`` (params replicated)."""
+    mu, logvar, gamma = evaluation_loop.map_batches(
+        functools.partial(_batch_codes, graphdef=graphdef), params, (images,),
+        batch_size=batch_size, mesh=mesh)
     if gamma is None:  # plain VAE: every dimension active
         return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
     return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
 
 
-def elbo_terms(graphdef, params, config, images: np.ndarray, labels: np.ndarray, *,
-               step: int) -> dict:
-    """Per-sample ``objective.eval_terms`` ([N] each) at the training c of ``step``.
-
-    Batches of ``config.train.eval_batch_size``; batch i uses ``fold_in(objective.eval_key(seed), i)``.
-    """
-    c = objective.schedule_value(config.objective.c, step)
-    alpha = config.objective.alpha
-
-    @jax.jit
-    def terms(params, x, y, key):
-        return objective.eval_terms(nnx.merge(graphdef, params), x, y, key, c=c, alpha=alpha)
-
-    key = objective.eval_key(config.seed)
-    return _batched(lambda i, x, y: terms(params, x, y, jax.random.fold_in(key, i)), (images, labels),
-                    config.train.eval_batch_size)
+@functools.partial(jax.jit, static_argnames=("graphdef", "seed", "alpha", "num_samples"))
+def _batch_iw_bound(params, batch_index, images, *, graphdef, seed, alpha, num_samples):
+    """:func:`iw_neg_log_likelihood` of one batch with its own noise: [B]."""
+    key = jax.random.fold_in(jax.random.fold_in(objective.eval_key(seed), num_samples), batch_index)
+    return iw_neg_log_likelihood(nnx.merge(graphdef, params), images, key, alpha=alpha,
+                                 num_samples=num_samples)
 
 
-def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> np.ndarray:
-    """Per-sample :func:`iw_neg_log_likelihood` in jitted batches, [N]."""
-    alpha = config.objective.alpha
+def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int, mesh) -> np.ndarray:
+    """Per-sample :func:`iw_neg_log_likelihood` in jitted batches split over ``mesh``, [N]."""
+    bound = functools.partial(_batch_iw_bound, graphdef=graphdef, seed=config.seed,
+                              alpha=config.objective.alpha, num_samples=num_samples)
+    return evaluation_loop.map_batches(bound, params, (images,),
+                                       batch_size=config.train.eval_batch_size, mesh=mesh)
 
-    @jax.jit
-    def bound(params, x, key):
-        return iw_neg_log_likelihood(nnx.merge(graphdef, params), x, key, alpha=alpha,
-                                     num_samples=num_samples)
 
-    key = jax.random.fold_in(objective.eval_key(config.seed), num_samples)
-    return _batched(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), (images,),
-                    config.train.eval_batch_size)
+def evaluation_mesh(batch_size: int) -> jax.sharding.Mesh:
+    """The mesh evaluation runs on: all devices, or with a single process the most of them
+    that ``batch_size`` splits over (a run may be evaluated on another machine than its own)."""
+    devices = jax.devices()
+    if jax.process_count() == 1:
+        devices = devices[:max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)]
+    return sharding.make_data_mesh(devices)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -457,19 +441,26 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
 
     Returns:
       The results (also written to ``<workdir>/eval.json``, or ``eval_<split>.json``).
+
+    With several processes every process calls it and computes the same results, each feeding
+    its own rows of every batch; process 0 alone writes the files.
     """
     config = checkpoints.read_config(workdir)
     d = config.data
     dataset = data.load(d.source, d.name, split, data_dir=d.dir)
     train_set = dataset if split == "train" else data.load(d.source, d.name, "train", data_dir=d.dir)
-    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
-                                                       dataset.num_classes)
-    params, step = state.params, int(jax.device_get(state.step))
     batch_size = config.train.eval_batch_size
+    mesh = evaluation_mesh(batch_size)
+    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
+                                                       dataset.num_classes,
+                                                       sharding=sharding.replicated(mesh))
+    params, step = state.params, int(jax.device_get(state.step))
 
-    terms = elbo_terms(graphdef, params, config, dataset.images, dataset.labels, step=step)
-    codes = encode_images(graphdef, params, dataset.images, batch_size)
-    iw = iw_bound(graphdef, params, config, dataset.images, iw_samples) if iw_samples > 0 else None
+    terms = evaluation_loop.elbo_terms(graphdef, params, config, dataset.images, dataset.labels,
+                                       step=step, mesh=mesh)
+    codes = encode_images(graphdef, params, dataset.images, batch_size, mesh)
+    iw = (iw_bound(graphdef, params, config, dataset.images, iw_samples, mesh)
+          if iw_samples > 0 else None)
     elbo = _elbo_section(terms, config, step, codes.spikes, iw, iw_samples)
     leak = elbo["leak"]
     consistency, activation = _class_sections(codes, dataset.labels, dataset.num_classes, pairs,
@@ -477,7 +468,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     rng = np.random.default_rng([config.seed, PROBE_KEY_SALT])
     probe_idx = np.sort(rng.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
                                    replace=False))
-    probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size)
+    probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size, mesh)
     results = dict(
         workdir=os.path.abspath(workdir), step=step, split=split, data=dataset.name,
         num_examples=len(dataset.labels), num_classes=dataset.num_classes,
@@ -490,14 +481,15 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
                           **linear_probe(probe_codes.probe_features, train_set.labels[probe_idx],
                                          codes.probe_features, dataset.labels)),
         notes=_notes(config, codes.spikes, leak, iw_samples))
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, sharding.local_copy(params))  # this process's own copy
     if config.model.prior == "class_mask":
         results["class_masks"] = np.asarray(model.prior.masks()).round(6).tolist()  # [C, L]
-    if make_plots:
-        results["plots"] = draw_plots(model, codes, dataset.labels, activation,
-                                      os.path.join(workdir, "plots"), top_k=top_k)
-    with open(results_path(workdir, split), "w") as f:
-        f.write(_dumps(results) + "\n")
+    if multihost.is_writer():
+        if make_plots:
+            results["plots"] = draw_plots(model, codes, dataset.labels, activation,
+                                          os.path.join(workdir, "plots"), top_k=top_k)
+        with open(results_path(workdir, split), "w") as f:
+            f.write(_dumps(results) + "\n")
     return results
 
 
@@ -636,15 +628,24 @@ def main(argv=None) -> None:
     parser.add_argument("--iw-samples", type=int, default=0,
                         help="K of the importance-sampled NLL bound (default: 0, off)")
     parser.add_argument("--no-plots", action="store_true", help="draw no pictures")
+    parser.add_argument("--coordinator_address", help=multihost.FLAG_HELP["coordinator_address"])
+    parser.add_argument("--num_processes", type=int, help=multihost.FLAG_HELP["num_processes"])
+    parser.add_argument("--process_id", type=int, help=multihost.FLAG_HELP["process_id"])
+    parser.add_argument("--heartbeat_timeout", type=int, default=multihost.DEFAULT_HEARTBEAT_TIMEOUT,
+                        help=multihost.FLAG_HELP["heartbeat_timeout"])
     args = parser.parse_args(argv)
     try:
+        multihost.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                             heartbeat_timeout=args.heartbeat_timeout)
         results = evaluate_workdir(args.workdir, split=args.split, probe_train=args.probe_train,
                                    pairs=args.pairs, iw_samples=args.iw_samples,
                                    make_plots=not args.no_plots)
     except (FileNotFoundError, data.DataError, ValueError) as err:
         sys.exit(f"vscjax.evaluate: {err}")
-    print(format_report(results))
-    print(f"results in {os.path.abspath(results_path(args.workdir, args.split))}")
+    if multihost.is_writer():
+        print(format_report(results))
+        print(f"results in {os.path.abspath(results_path(args.workdir, args.split))}")
+    multihost.finish()
 
 
 if __name__ == "__main__":

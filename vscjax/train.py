@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, objective, plots, sharding
+from vscjax import data, evaluation_loop, multihost, objective, plots, sharding
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.models import VSC
@@ -82,23 +82,6 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
     return train_step
 
 
-def make_eval_step(graphdef, objective_config) -> Callable:
-    """``(params, images [B,H,W,C], labels [B], weights [B], key, step) -> sums`` of the eval
-    terms.
-
-    Sums are weighted by ``weights`` (0 for the padding of the last batch); the relaxed ELBO
-    uses the training c at ``step``.
-    """
-
-    def eval_step(params, images, labels, weights, key, step):
-        model = nnx.merge(graphdef, params)
-        c = objective.schedule_value(objective_config.c, step)
-        terms = objective.eval_terms(model, images, labels, key, c=c, alpha=objective_config.alpha)
-        return {k: jnp.sum(jnp.where(weights > 0, weights * v, 0.0)) for k, v in terms.items()}
-
-    return eval_step
-
-
 class Trainer:
     """The model, data, mesh and compiled steps of one training configuration."""
 
@@ -125,11 +108,6 @@ class Trainer:
                             class_major=config.data.balanced),
             in_shardings=(self.replicated, self.batch_sharding, self.replicated),
             out_shardings=self.replicated, donate_argnums=0)
-        self.eval_step = jax.jit(
-            make_eval_step(self.graphdef, config.objective),
-            in_shardings=(self.replicated, self.batch_sharding, self.batch_sharding,
-                          self.batch_sharding, self.replicated, self.replicated),
-            out_shardings=self.replicated)
 
     def model(self, state: TrainState) -> VSC:
         """The NNX model holding ``state``'s parameters."""
@@ -149,25 +127,14 @@ class Trainer:
         """Exact (hard-spike) and relaxed negative ELBO, the leak and sparsity, as means over
         ``dataset`` (default: the validation split).
 
-        Every evaluation uses the same noise, so two evaluations of one state agree exactly.
+        Every evaluation uses the same noise, so two evaluations of one state agree exactly;
+        each process feeds only its own rows (``vscjax.evaluation_loop``).
         """
         dataset = self.validation_data if dataset is None else dataset
-        n, size = len(dataset.labels), self.config.train.eval_batch_size
-        key = objective.eval_key(self.config.seed)
-        totals = None
-        for i, start in enumerate(range(0, n, size)):
-            images = dataset.images[start:start + size]
-            labels = dataset.labels[start:start + size]
-            weights = np.ones(len(images), np.float32)
-            pad = size - len(images)
-            if pad:
-                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-                labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-                weights = np.concatenate([weights, np.zeros(pad, np.float32)])
-            sums = self.eval_step(state.params, images, labels, weights, jax.random.fold_in(key, i),
-                                  state.step)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        means = {k: float(v) / n for k, v in jax.device_get(totals).items()}
+        terms = evaluation_loop.elbo_terms(self.graphdef, state.params, self.config, dataset.images,
+                                           dataset.labels, step=int(jax.device_get(state.step)),
+                                           mesh=self.mesh)
+        means = evaluation_loop.mean_terms(terms)
         return {"exact_neg_elbo": means.pop("exact"), "relaxed_neg_elbo": means.pop("relaxed"), **means}
 
 
@@ -210,6 +177,16 @@ class MetricsLog:
         self.writer.close()
 
 
+class _Unlogged:
+    """The metrics log of a process that is not the writer: it records nothing."""
+
+    def write(self, split: str, step: int, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _StopSignal:
     """Turns SIGTERM/SIGINT into a flag the loop checks after each step (then saves, exits)."""
 
@@ -240,7 +217,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     """Train (or resume) ``config`` in ``workdir``; returns the end-of-run summary.
 
     Writes ``config.json``, ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``,
-    ``summary.json`` and ``plots/`` into the workdir.
+    ``summary.json`` and ``plots/`` into the workdir. With several processes every process
+    calls it; process 0 alone writes files other than checkpoints, and a stop signal to any
+    process stops all of them after the same step.
     """
     from tqdm import tqdm
 
@@ -252,12 +231,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     start = int(jax.device_get(state.step))
     if restored is not None:
         logging.info("resuming from step %d in %s", start, workdir)
-    log = MetricsLog(workdir, start)
+    log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
     batches = data.batch_iterator(trainer.train_data, trainer.sampler(), start_step=start,
                                   sharding=trainer.batch_sharding, prefetch=config.data.prefetch)
     interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
     progress = tqdm(total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
-                    mininterval=0.1 if interactive else 30.0, disable=start >= t.num_steps)
+                    mininterval=0.1 if interactive else 30.0,
+                    disable=start >= t.num_steps or not multihost.is_writer())
+    stop_vote = multihost.StopVote(trainer.mesh)
     pending = None  # (step, metrics on device) of the previous step: read one step late
     tick, tick_step = time.perf_counter(), start
 
@@ -291,11 +272,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
                     checkpoints.save(state)
                 if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
                     log.write("validation", done, trainer.evaluate(state))
-                if stop.received:
+                if stop_vote(stop.received is not None):
                     checkpoints.save(state, force=True)
                     checkpoints.wait()
-                    logging.warning("%s received: saved step %d in %s; rerun to resume",
-                                    stop.received, done, workdir)
+                    logging.warning("%s: saved step %d in %s; rerun to resume",
+                                    f"{stop.received} received" if stop.received
+                                    else "another process received a stop signal", done, workdir)
                     return {"interrupted_at_step": done}
             if pending is not None:
                 report(*pending)
@@ -307,10 +289,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
                    **trainer.evaluate(state)}
         log.write("validation", summary["step"],
                   {k: v for k, v in summary.items() if k not in ("step", "split")})
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        if t.plots:
-            _end_of_run_plots(trainer, state, workdir, log.path)
+        if multihost.is_writer():
+            with open(os.path.join(workdir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+            if t.plots:
+                _end_of_run_plots(trainer, state, workdir, log.path)
         return summary
     finally:
         progress.close()
@@ -319,9 +302,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
 
 
 def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
-    """The cheap pictures: validation reconstructions (posterior mean code) and training curves."""
+    """The cheap pictures: validation reconstructions (posterior mean code) and training curves,
+    drawn by the writer alone from its own copy of the parameters."""
     images = trainer.validation_data.images[:10]
-    model = trainer.model(state)
+    model = nnx.merge(trainer.graphdef, sharding.local_copy(state.params))
     mu, logvar, spike_logit = model.encode(jnp.asarray(images))
     # The posterior mean code: gamma > 0.5 decides the spike, the slab contributes its mean.
     code = mu if spike_logit is None else mu * (spike_logit > 0)
