@@ -1,10 +1,11 @@
-"""Training: the train state, the jitted train and eval steps, and the training loop.
+"""Training: the jitted train step, the training loop, and its evaluation and logging.
 
 The train step is a pure function ``(state, batch, key) -> (state, metrics)`` compiled once
 with ``jax.jit`` (state donated), the batch split over the ``("data",)`` mesh and the state
 replicated. The loop reads each step's metrics one step late, so the host never waits on
 the device; it checkpoints periodically and on SIGTERM/SIGINT, and resumes from the newest
 checkpoint in the workdir, reaching bit-identical parameters to an uninterrupted run.
+Evaluation runs through ``vscjax.evaluation_loop``, the loop ``vscjax.evaluate`` uses too.
 """
 
 from __future__ import annotations
