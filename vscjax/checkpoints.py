@@ -18,6 +18,12 @@ the two) is sealed when it is restored. On restore:
   :class:`CheckpointMismatchError` naming the checkpoint and what differs, and stays in place.
 
 Nothing good is ever moved or overwritten.
+
+Several processes: every process saves and restores (orbax writes each process's part);
+process 0 alone writes the checksums and moves bad checkpoints. Which checkpoint is restored
+is agreed: process 0 checks the checksums, every process tries the restore, and a checkpoint
+that fails anywhere is rejected everywhere (a collective vote), so all processes resume from
+the same step even when only one of them cannot read a file.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from vscjax import faults
+from vscjax import faults, multihost
 from vscjax import state as train_state
 from vscjax.config import CONFIG_FILE, base_config
 
@@ -179,7 +185,14 @@ class Checkpoints:
         return os.path.join(str(self.manager.directory), str(step))
 
     def _quarantine(self, step: int, reason: str) -> None:
-        """Move a bad checkpoint out of the way (kept for inspection), with a warning."""
+        """Move a bad checkpoint out of the way (kept for inspection, by process 0), with a
+        warning; every process calls it and then sees the checkpoint gone."""
+        if multihost.is_writer():
+            self._move_to_quarantine(step, reason)
+        multihost.barrier(f"quarantined {step}")
+        self.manager.reload()
+
+    def _move_to_quarantine(self, step: int, reason: str) -> None:
         target_root = os.path.join(self.workdir, CORRUPT_DIR)
         os.makedirs(target_root, exist_ok=True)
         target = os.path.join(target_root, f"{step}")
@@ -188,39 +201,47 @@ class Checkpoints:
             suffix += 1
             target = os.path.join(target_root, f"{step}.{suffix}")
         os.rename(self._step_dir(step), target)
-        self.manager.reload()
         logging.warning("checkpoint %s is corrupt (%s); moved to %s, using the one before it",
                         self._step_dir(step), reason, target)
 
     def _restore(self, step: int, abstract_state, partial: bool = False):
-        """(state, None) of checkpoint ``step``, or (None, why it is corrupt).
+        """(state, None) of checkpoint ``step``, or (None, why it is corrupt), agreed by every
+        process (each step of the check is a collective vote, taken by every process).
 
         Raises:
           CheckpointMismatchError: the checkpoint is readable but holds another tree, shape or
             dtype than ``abstract_state`` (for a partial restore: than the fields it asks for).
         """
-        problem = verify_checksums(self._step_dir(step))
-        if problem is not None:
-            return None, problem
+        elsewhere = "another process could not read it"
+        problem = verify_checksums(self._step_dir(step)) if multihost.is_writer() else None
+        if multihost.any_process(problem is not None):
+            return None, problem or elsewhere
         try:
             saved = self.manager.item_metadata(step)
         except Exception as err:  # noqa: BLE001  any unreadable metadata: corrupt
-            return None, _describe(err)
+            problem = _describe(err)
+        if multihost.any_process(problem is not None):
+            return None, problem or elsewhere
         mismatch = state_mismatch(saved, abstract_state, partial=partial)
         if mismatch is not None:
             raise CheckpointMismatchError(
                 f"checkpoint {self._step_dir(step)} does not fit the train state of this run: "
                 f"{mismatch}; it was left in place (the code or the data changed since it was "
                 "written: use another --workdir, or the code and data that wrote it)")
+        state = None
         try:
             if not partial:
-                return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state)), None
-            return _restore_part(os.path.join(self._step_dir(step), ITEM_DIR), abstract_state), None
+                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+            else:
+                state = _restore_part(os.path.join(self._step_dir(step), ITEM_DIR), abstract_state)
         except Exception as err:  # noqa: BLE001  any unreadable data: corrupt
-            return None, _describe(err)
+            problem = _describe(err)
+        if multihost.any_process(problem is not None):
+            return None, problem or elsewhere
+        return state, None
 
     def restore_latest(self, abstract_state, *, partial: bool = False):
-        """The newest restorable state, or None if there is none.
+        """The newest state that every process can restore, or None if there is none.
 
         Corrupt checkpoints on the way are quarantined (skipped by a reader); a committed
         checkpoint without checksums is sealed once restored.
@@ -264,7 +285,8 @@ class Checkpoints:
     def wait(self) -> None:
         """Block until pending saves are on disk, then seal them with their checksums."""
         self.manager.wait_until_finished()
-        if self._unsealed is not None and os.path.isdir(self._step_dir(self._unsealed)):
+        if (self._unsealed is not None and multihost.is_writer()
+                and os.path.isdir(self._step_dir(self._unsealed))):
             faults.point("checkpoint_manifest", self._unsealed)
             self._seal(self._unsealed)
         self._unsealed = None
@@ -310,27 +332,29 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-def load_trained(workdir: str, image_shape, num_classes: int):
+def load_trained(workdir: str, image_shape, num_classes: int, *, sharding=None):
     """(config, graphdef, state) of the newest restorable checkpoint in ``workdir``.
 
-    The state is placed on the default device; ``nnx.merge(graphdef, state.params)`` is the model.
+    The state is placed with ``sharding`` (default: this process's first device);
+    ``nnx.merge(graphdef, state.params)`` is the model.
     """
     config = read_config(workdir)
     graphdef, init, _ = train_state.initial_state(config, image_shape, num_classes)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return config, graphdef, _restore_newest(workdir, train_state.abstract(init, device))
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return config, graphdef, _restore_newest(workdir, train_state.abstract(init, sharding))
 
 
 def load_params(workdir: str, abstract_params) -> tuple[nnx.State, int]:
     """(parameters, step) of the newest restorable checkpoint in ``workdir``, read alone (not
-    the optimizer state) and placed on the default device.
+    the optimizer state) and placed on this process's first device.
 
     Args:
       workdir: a train.py workdir.
       abstract_params: the model's parameters as ``jax.ShapeDtypeStruct`` (the state of
         ``nnx.split`` of a model built under ``nnx.eval_shape``).
     """
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = train_state.abstract(
         {"params": abstract_params, "step": jax.ShapeDtypeStruct((), jnp.int32)}, device)
     restored = _restore_newest(workdir, target, partial=True)

@@ -15,7 +15,7 @@ import urllib.parse
 
 import ml_collections
 
-from vscjax import alignment, spike_slab
+from vscjax import alignment, multihost, spike_slab
 from vscjax.models import ARCHITECTURES, CLASS_OFFSETS, LIKELIHOODS, PRIORS
 from vscjax.objective import REGULARISERS, SCHEDULE_KINDS
 
@@ -235,6 +235,8 @@ def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
 def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Write ``config`` into ``workdir`` as the config it is trained with (replaced whole, so a
     kill never leaves half a file)."""
+    if not multihost.is_writer():  # process 0 writes it; the others may be reading it
+        return
     path = os.path.join(workdir, CONFIG_FILE)
     os.makedirs(workdir, exist_ok=True)
     with open(path + ".tmp", "w") as f:

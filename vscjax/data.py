@@ -30,6 +30,7 @@ import jax
 import numpy as np
 
 from vscjax import download, rng
+from vscjax.sharding import global_batch, process_rows
 
 SPLITS = ("train", "validation", "test")
 VALIDATION_FRACTION = 1 / 12  # of the source's training set: 5,000 of MNIST's 60,000 images
@@ -400,25 +401,17 @@ class BatchIterator:
         self._dataset = dataset
         self._sampler = sampler
         self._sharding = sharding
-        self._rows = self._process_rows(sharding, sampler.batch_size)
+        self._rows = (np.arange(sampler.batch_size) if sharding is None
+                      else process_rows(sharding, sampler.batch_size))  # [B_local]
         self._queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, args=(start_step,), daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _process_rows(sharding, batch_size: int) -> np.ndarray:
-        """The rows of the global batch that this process's devices hold (all on one host)."""
-        if sharding is None:
-            return np.arange(batch_size)
-        index_map = sharding.addressable_devices_indices_map((batch_size,))
-        return np.unique(np.concatenate([np.arange(batch_size)[i[0]] for i in index_map.values()]))
-
     def _place(self, array: np.ndarray) -> jax.Array:
         if self._sharding is None:
             return jax.device_put(array)
-        global_shape = (self._sampler.batch_size,) + array.shape[1:]
-        return jax.make_array_from_process_local_data(self._sharding, array, global_shape)
+        return global_batch(array, self._sharding, self._sampler.batch_size)
 
     def _put(self, item) -> bool:
         """Queue ``item``, waiting while the queue is full; False if stopped meanwhile."""

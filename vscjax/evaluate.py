@@ -2,6 +2,7 @@
 
     python -m vscjax.evaluate --workdir W [--split test] [--probe-train 5000] [--pairs 20000]
                               [--iw-samples 0] [--no-plots] [--save-codes]
+                              [--coordinator_address H:P --num_processes N --process_id I]
 
 Reads ``W/config.json`` and the newest checkpoint, evaluates on the split (the test set by
 default), writes ``W/eval.json`` (``W/eval_<split>.json`` for another split), prints a table
@@ -52,7 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, data, objective, plots, provenance, rng, spike_slab
+from vscjax import (checkpoints, data, evaluation_loop, multihost, objective, plots, provenance,
+                    rng, sharding, spike_slab)
 
 ACTIVE_THRESHOLD = 0.5  # dimension j is active in a sample when gamma_j > 0.5
 FREQUENT = 0.5  # dimension j is frequent in class c when F[c, j] >= 0.5
@@ -317,77 +319,47 @@ class Codes:
         return np.where(self.gamma > ACTIVE_THRESHOLD, self.mu, 0.0).astype(np.float32)
 
 
-def map_in_batches(fn, arrays, batch_size: int):
-    """``fn(i, *batch)`` on fixed-size batches of ``arrays`` (a tuple of [N, ...] arrays; the
-    last batch zero-padded: one compilation); the outputs ([batch_size, ...] leaves) trimmed of
-    the padding and concatenated on the host.
-
-    Args:
-      fn: called with the batch index i and one [size, ...] slice of each array.
-      arrays: [N, ...] arrays cut alike.
-      batch_size: rows per call (fewer when N is smaller).
-
-    Returns:
-      ``fn``'s output structure with [N, ...] numpy leaves.
-    """
-    n = len(arrays[0])
-    size = min(batch_size, n)
-    outputs = []
-    for i, start in enumerate(range(0, n, size)):
-        chunks = [a[start:start + size] for a in arrays]
-        real = len(chunks[0])
-        if real < size:
-            chunks = [np.concatenate([c, np.zeros((size - real, *c.shape[1:]), c.dtype)]) for c in chunks]
-        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(i, *chunks)))
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _posterior_heads(graphdef, params, x):
-    """(mu, logvar, gamma) of images x [B, H, W, C], each [B, L]; gamma None for a plain VAE."""
-    mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _batch_codes(params, batch_index, images, *, graphdef):
+    """mu, logvar [B, L] and gamma [B, L] (None for a plain VAE) of one batch."""
+    del batch_index  # encoding draws no noise
+    mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(images)
     return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
 
 
-def encode_images(graphdef, params, images: np.ndarray, batch_size: int) -> Codes:
-    """Encode images [N, H, W, C] in jitted batches (compiled once per model and batch shape)."""
-    mu, logvar, gamma = map_in_batches(lambda i, x: _posterior_heads(graphdef, params, x), (images,),
-                                       batch_size)
+def encode_images(graphdef, params, images: np.ndarray, batch_size: int, mesh) -> Codes:
+    """Encode images [N, H, W, C] in jitted batches split over ``mesh`` (params replicated)."""
+    mu, logvar, gamma = evaluation_loop.map_batches(
+        functools.partial(_batch_codes, graphdef=graphdef), params, (images,),
+        batch_size=batch_size, mesh=mesh)
     if gamma is None:  # plain VAE: every dimension active
         return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
     return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
 
 
-def elbo_terms(graphdef, params, config, images: np.ndarray, labels: np.ndarray, *,
-               step: int) -> dict:
-    """Per-sample ``objective.eval_terms`` ([N] each) at the training c of ``step``.
-
-    Batches of ``config.train.eval_batch_size``; batch i uses ``fold_in(objective.eval_key(seed), i)``.
-    """
-    c = objective.schedule_value(config.objective.c, step)
-    alpha = config.objective.alpha
-
-    @jax.jit
-    def terms(params, x, y, key):
-        return objective.eval_terms(nnx.merge(graphdef, params), x, y, key, c=c, alpha=alpha)
-
-    key = objective.eval_key(config.seed)
-    return map_in_batches(lambda i, x, y: terms(params, x, y, jax.random.fold_in(key, i)),
-                          (images, labels), config.train.eval_batch_size)
+@functools.partial(jax.jit, static_argnames=("graphdef", "seed", "alpha", "num_samples"))
+def _batch_iw_bound(params, batch_index, images, *, graphdef, seed, alpha, num_samples):
+    """:func:`iw_neg_log_likelihood` of one batch with its own noise: [B]."""
+    key = jax.random.fold_in(rng.key(seed, "iw"), batch_index)
+    return iw_neg_log_likelihood(nnx.merge(graphdef, params), images, key, alpha=alpha,
+                                 num_samples=num_samples)
 
 
-def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int) -> np.ndarray:
-    """Per-sample :func:`iw_neg_log_likelihood` in jitted batches, [N]."""
-    alpha = config.objective.alpha
+def iw_bound(graphdef, params, config, images: np.ndarray, num_samples: int, mesh) -> np.ndarray:
+    """Per-sample :func:`iw_neg_log_likelihood` in jitted batches split over ``mesh``, [N]."""
+    bound = functools.partial(_batch_iw_bound, graphdef=graphdef, seed=config.seed,
+                              alpha=config.objective.alpha, num_samples=num_samples)
+    return evaluation_loop.map_batches(bound, params, (images,),
+                                       batch_size=config.train.eval_batch_size, mesh=mesh)
 
-    @jax.jit
-    def bound(params, x, key):
-        return iw_neg_log_likelihood(nnx.merge(graphdef, params), x, key, alpha=alpha,
-                                     num_samples=num_samples)
 
-    key = rng.key(config.seed, "iw")
-    return map_in_batches(lambda i, x: bound(params, x, jax.random.fold_in(key, i)), (images,),
-                          config.train.eval_batch_size)
+def evaluation_mesh(batch_size: int) -> jax.sharding.Mesh:
+    """The mesh evaluation runs on: all devices, or with a single process the most of them
+    that ``batch_size`` splits over (a run may be evaluated on another machine than its own)."""
+    devices = jax.devices()
+    if jax.process_count() == 1:
+        devices = devices[:max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)]
+    return sharding.make_data_mesh(devices)
 
 
 # ----------------------------------------------------------------------------- the report
@@ -485,6 +457,9 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
 
     Returns:
       The results (also written to ``<workdir>/eval.json``, or ``eval_<split>.json``).
+
+    With several processes every process calls it and computes the same results, each feeding
+    its own rows of every batch; process 0 alone writes the files.
     """
     config = checkpoints.read_config(workdir)
     d = config.data
@@ -496,14 +471,18 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
                              f"outside the {train_set.num_classes} classes of {train_set.name}")
     # A split's class count is the training set's (IDX files give each split its own).
     dataset = dataclasses.replace(dataset, num_classes=train_set.num_classes)
-    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
-                                                       dataset.num_classes)
-    params, step = state.params, int(jax.device_get(state.step))
     batch_size = config.train.eval_batch_size
+    mesh = evaluation_mesh(batch_size)
+    config, graphdef, state = checkpoints.load_trained(workdir, dataset.images.shape[1:],
+                                                       dataset.num_classes,
+                                                       sharding=sharding.replicated(mesh))
+    params, step = state.params, int(jax.device_get(state.step))
 
-    terms = elbo_terms(graphdef, params, config, dataset.images, dataset.labels, step=step)
-    codes = encode_images(graphdef, params, dataset.images, batch_size)
-    iw = iw_bound(graphdef, params, config, dataset.images, iw_samples) if iw_samples > 0 else None
+    terms = evaluation_loop.elbo_terms(graphdef, params, config, dataset.images, dataset.labels,
+                                       step=step, mesh=mesh)
+    codes = encode_images(graphdef, params, dataset.images, batch_size, mesh)
+    iw = (iw_bound(graphdef, params, config, dataset.images, iw_samples, mesh)
+          if iw_samples > 0 else None)
     elbo = _elbo_section(terms, config, step, codes.spikes, iw, iw_samples)
     leak = elbo["leak"]
     consistency, activation = _class_sections(codes, dataset.labels, dataset.num_classes, pairs,
@@ -511,7 +490,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     generator = np.random.default_rng(rng.numpy_seed(config.seed, "probe"))
     probe_idx = np.sort(generator.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
                                          replace=False))
-    probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size)
+    probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size, mesh)
     results = dict(
         workdir=os.path.abspath(workdir), step=step, split=split, data=dataset.name,
         num_examples=len(dataset.labels), num_classes=dataset.num_classes,
@@ -525,16 +504,17 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
                                          codes.probe_features, dataset.labels)),
         notes=_notes(config, codes.spikes, leak, iw_samples),
         provenance=provenance.record())
-    model = nnx.merge(graphdef, params)
+    model = nnx.merge(graphdef, sharding.local_copy(params))  # this process's own copy
     if config.model.prior == "class_mask":
         results["class_masks"] = np.asarray(model.prior.masks()).round(6).tolist()  # [C, L]
-    if make_plots:
-        results["plots"] = draw_plots(model, codes, dataset.labels, activation,
-                                      os.path.join(workdir, "plots"), top_k=top_k)
-    if save_split_codes:
-        results["codes"] = save_codes(codes_path(workdir, split), codes, dataset.labels, split)
-    with open(results_path(workdir, split), "w") as f:
-        f.write(_dumps(results) + "\n")
+    if multihost.is_writer():
+        if make_plots:
+            results["plots"] = draw_plots(model, codes, dataset.labels, activation,
+                                          os.path.join(workdir, "plots"), top_k=top_k)
+        if save_split_codes:
+            results["codes"] = save_codes(codes_path(workdir, split), codes, dataset.labels, split)
+        with open(results_path(workdir, split), "w") as f:
+            f.write(_dumps(results) + "\n")
     return results
 
 
@@ -733,17 +713,26 @@ def main(argv=None) -> None:
     parser.add_argument("--save-codes", action="store_true",
                         help="write the split's codes (mu, logvar, gamma) and labels to "
                              "<workdir>/codes_<split>.npz")
+    parser.add_argument("--coordinator_address", help=multihost.FLAG_HELP["coordinator_address"])
+    parser.add_argument("--num_processes", type=int, help=multihost.FLAG_HELP["num_processes"])
+    parser.add_argument("--process_id", type=int, help=multihost.FLAG_HELP["process_id"])
+    parser.add_argument("--heartbeat_timeout", type=int, default=multihost.DEFAULT_HEARTBEAT_TIMEOUT,
+                        help=multihost.FLAG_HELP["heartbeat_timeout"])
     args = parser.parse_args(argv)
     try:
+        multihost.initialize(args.coordinator_address, args.num_processes, args.process_id,
+                             heartbeat_timeout=args.heartbeat_timeout)
         results = evaluate_workdir(args.workdir, split=args.split, probe_train=args.probe_train,
                                    pairs=args.pairs, iw_samples=args.iw_samples,
                                    make_plots=not args.no_plots, save_split_codes=args.save_codes)
     except (FileNotFoundError, data.DataError, ValueError) as err:
         sys.exit(f"vscjax.evaluate: {err}")
-    print(format_report(results))
-    print(f"results in {os.path.abspath(results_path(args.workdir, args.split))}")
-    if args.save_codes:
-        print(f"codes in {results['codes']}")
+    if multihost.is_writer():
+        print(format_report(results))
+        print(f"results in {os.path.abspath(results_path(args.workdir, args.split))}")
+        if args.save_codes:
+            print(f"codes in {results['codes']}")
+    multihost.finish()
 
 
 if __name__ == "__main__":

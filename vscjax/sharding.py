@@ -4,29 +4,19 @@ One mesh axis, ``"data"``: the batch is split over it, parameters and optimizer 
 replicated, and XLA inserts the all-reduces, so batch statistics (the alignment loss's class
 means and pairs) are over the global batch.
 
-Multi-host (TPU pods, multi-node GPU): call :func:`initialize_distributed` in every process
-before any other JAX call; ``jax.devices()`` then lists the devices of all hosts, the mesh
-spans them, and each process feeds its own slice of the global batch
-(``jax.make_array_from_process_local_data``, used by ``vscjax.data``).
+Multi-host (TPU pods, multi-node GPU): once ``vscjax.multihost.initialize`` has joined the
+processes, ``jax.devices()`` lists the devices of all hosts, the mesh spans them, and each
+process places only its own rows of every global batch (:func:`process_rows`,
+:func:`global_batch`).
 """
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
-
-
-def initialize_distributed(**kwargs) -> None:
-    """Start JAX's multi-process runtime (``jax.distributed.initialize``) when it is needed.
-
-    On Cloud TPU and SLURM/Open MPI clusters the arguments are found automatically; elsewhere
-    pass ``coordinator_address``, ``num_processes`` and ``process_id``. A no-op for a single
-    process with no arguments.
-    """
-    if kwargs or jax.process_count() > 1:
-        jax.distributed.initialize(**kwargs)
 
 
 def make_data_mesh(devices=None, *, explicit: bool = False) -> Mesh:
@@ -68,3 +58,30 @@ def shard_batch(batch, mesh: Mesh):
         raise ValueError(f"batch arrays disagree on the batch size: {sorted(sizes)}")
     check_batch_divisible(sizes.pop(), mesh)
     return jax.device_put(batch, batch_sharding(mesh))
+
+
+def process_rows(sharding: NamedSharding, batch_size: int) -> np.ndarray:
+    """The rows of a global batch of ``batch_size`` that this process's devices hold.
+
+    Args:
+      sharding: the batch sharding (:func:`batch_sharding`).
+      batch_size: rows of the global batch.
+
+    Returns:
+      [B_local] sorted row indices: the local data that :func:`global_batch` expects.
+    """
+    index_map = sharding.addressable_devices_indices_map((batch_size,))
+    return np.unique(np.concatenate([np.arange(batch_size)[i[0]] for i in index_map.values()]))
+
+
+def global_batch(local_rows: np.ndarray, sharding: NamedSharding, batch_size: int) -> jax.Array:
+    """The global batch-sharded array of ``batch_size`` rows whose :func:`process_rows` are
+    ``local_rows`` ([B_local, ...], on the host); every process passes its own rows."""
+    return jax.make_array_from_process_local_data(sharding, local_rows,
+                                                  (batch_size, *local_rows.shape[1:]))
+
+
+def local_copy(tree):
+    """This process's copy of a replicated pytree, each leaf on the process's first device:
+    for computations one process does alone (pictures)."""
+    return jax.tree.map(lambda x: x.addressable_data(0), tree)

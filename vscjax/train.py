@@ -1,10 +1,11 @@
-"""Training: the train state, the jitted train and eval steps, and the training loop.
+"""Training: the jitted train step, the training loop, and its evaluation and logging.
 
 The train step is a pure function ``(state, batch, key) -> (state, metrics)`` compiled once
 with ``jax.jit`` (state donated), the batch split over the ``("data",)`` mesh and the state
 replicated. The loop reads each step's metrics one step late, so the host never waits on
 the device; it checkpoints periodically and on SIGTERM/SIGINT, and resumes from the newest
 checkpoint in the workdir, reaching bit-identical parameters to an uninterrupted run.
+Evaluation runs through ``vscjax.evaluation_loop``, the loop ``vscjax.evaluate`` uses too.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import data, faults, objective, plots, profiling, provenance, rng, sharding, trained
+from vscjax import (data, evaluation_loop, faults, multihost, objective, plots, profiling,
+                    provenance, rng, sharding, trained)
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_workdir, record_config, validate
 from vscjax.models import VSC
@@ -83,23 +85,6 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
     return train_step
 
 
-def make_eval_step(graphdef, objective_config) -> Callable:
-    """``(params, images [B,H,W,C], labels [B], weights [B], key, step) -> sums`` of the eval
-    terms.
-
-    Sums are weighted by ``weights`` (0 for the padding of the last batch); the relaxed ELBO
-    uses the training c at ``step``.
-    """
-
-    def eval_step(params, images, labels, weights, key, step):
-        model = nnx.merge(graphdef, params)
-        c = objective.schedule_value(objective_config.c, step)
-        terms = objective.eval_terms(model, images, labels, key, c=c, alpha=objective_config.alpha)
-        return {k: jnp.sum(jnp.where(weights > 0, weights * v, 0.0)) for k, v in terms.items()}
-
-    return eval_step
-
-
 class Trainer:
     """The model, data, mesh and compiled steps of one training configuration."""
 
@@ -130,11 +115,6 @@ class Trainer:
                             class_major=config.data.balanced),
             in_shardings=(self.replicated, self.batch_sharding, self.replicated),
             out_shardings=self.replicated, donate_argnums=0)
-        self.eval_step = jax.jit(
-            make_eval_step(self.graphdef, config.objective),
-            in_shardings=(self.replicated, self.batch_sharding, self.batch_sharding,
-                          self.batch_sharding, self.replicated, self.replicated),
-            out_shardings=self.replicated)
 
     def model(self, state: TrainState) -> VSC:
         """The NNX model holding ``state``'s parameters."""
@@ -154,25 +134,15 @@ class Trainer:
         """Exact (hard-spike) and relaxed negative ELBO, the leak and sparsity, as means over
         ``dataset`` (default: the validation split).
 
-        Every evaluation uses the same noise, so two evaluations of one state agree exactly.
+        Every evaluation uses the same noise, so two evaluations of one state agree exactly;
+        each process feeds only its own rows (``vscjax.evaluation_loop``).
         """
         dataset = self.validation_data if dataset is None else dataset
-        n, size = len(dataset.labels), self.config.train.eval_batch_size
-        key = objective.eval_key(self.config.seed)
-        totals = None
-        for i, start in enumerate(range(0, n, size)):
-            images = dataset.images[start:start + size]
-            labels = dataset.labels[start:start + size]
-            weights = np.ones(len(images), np.float32)
-            pad = size - len(images)
-            if pad:
-                images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
-                labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-                weights = np.concatenate([weights, np.zeros(pad, np.float32)])
-            sums = self.eval_step(state.params, images, labels, weights, jax.random.fold_in(key, i),
-                                  state.step)
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-        means = {k: float(v) / n for k, v in jax.device_get(totals).items()}
+        terms = evaluation_loop.elbo_terms(self.graphdef, state.params, self.config, dataset.images,
+                                           dataset.labels, step=int(jax.device_get(state.step)),
+                                           mesh=self.mesh)
+        means = {k: v for k, v in evaluation_loop.mean_terms(terms).items()
+                 if not np.isnan(v)}  # terms that do not apply to this prior are NaN
         return {"exact_neg_elbo": means.pop("exact"), "relaxed_neg_elbo": means.pop("relaxed"), **means}
 
 
@@ -245,6 +215,24 @@ class _Interrupted(Exception):
     """A stop signal arrived while :meth:`_StopSignal.interrupting` was active."""
 
 
+class _Unlogged:
+    """The metrics log of a process that is not the writer: it records nothing."""
+
+    path = None
+
+    def start(self, step: int, resumed_from) -> None:
+        pass
+
+    def has(self, split: str, step: int) -> bool:
+        return False
+
+    def write(self, split: str, step: int, metrics: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _StopSignal:
     """Turns SIGTERM/SIGINT into a flag the loop checks before each step (then saves, exits);
     inside :meth:`interrupting` the signal interrupts the work at once."""
@@ -293,6 +281,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``, ``summary.json``, ``plots/`` and,
     with ``train.profile_steps > 0``, ``profile/`` into the workdir. The summary's
     ``resumed_from`` is the step whose checkpoint the run started from (None: a fresh start).
+    With several processes every process calls it; process 0 alone writes files other than
+    checkpoints, and a stop signal to any process stops all of them after the same step.
 
     SIGTERM or SIGINT, from start-up on, stops the run before its next update with the state
     saved; during the final evaluation it stops the evaluation (the final state is saved and
@@ -309,14 +299,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         cleanup.callback(checkpoints.close)
         restored = checkpoints.restore_latest(trainer.abstract_state())
         record_config(workdir, config)  # only once the workdir's checkpoints are known to fit
-        if jax.process_index() == 0:
+        if multihost.is_writer():
             trained.write_dataset_info(workdir, config.data.name, trainer.image_shape, trainer.num_classes)
         state = trainer.initial_state if restored is None else restored
         start = int(jax.device_get(state.step))
         resumed_from = None if restored is None else start
         if restored is not None:
             logging.info("resuming from step %d in %s", start, workdir)
-        log = MetricsLog(workdir, start)
+        log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
         cleanup.callback(log.close)
         log.start(start, resumed_from)
         profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
@@ -328,7 +318,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
         progress = cleanup.enter_context(tqdm(
             total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
-            mininterval=0.1 if interactive else 30.0, disable=start >= t.num_steps))
+            mininterval=0.1 if interactive else 30.0,
+            disable=start >= t.num_steps or not multihost.is_writer()))
+        stop_vote = multihost.StopVote(trainer.mesh)
         pending = None  # (step, metrics on device) of the previous update: read one step late
         tick, tick_step = time.perf_counter(), start
 
@@ -348,8 +340,12 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
                 faults.point("logged", step)
                 progress.set_postfix(loss=f"{host['loss']:.2f}", samples_s=f"{rate:,.0f}")
 
+        stopped = False  # a stop signal reached some process: all stop after the same step
         for index, batch in batches:  # the batch of update index + 1
-            if index >= t.num_steps or stop.received:
+            if index >= t.num_steps:
+                break
+            if stop_vote(stop.received is not None):
+                stopped = True
                 break
             done = index + 1
             faults.point("step", done)
@@ -371,6 +367,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         if step > start:
             checkpoints.save(state, force=True)
         checkpoints.wait()  # on disk and sealed before the evaluation, which a signal may stop
+        if stopped:
+            logging.warning("%s: saved step %d in %s; rerun to resume",
+                            f"{stop.received} received" if stop.received
+                            else "another process received a stop signal", step, workdir)
+            return {"interrupted_at_step": step, "resumed_from": resumed_from}
         try:
             with stop.interrupting():
                 faults.point("final_evaluation")
@@ -388,18 +389,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         if not log.has("validation", step):  # a rerun of a finished run logs nothing new
             log.write("validation", step, evaluation)
         summary["provenance"] = provenance.record()
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        if t.plots:
-            _end_of_run_plots(trainer, state, workdir, log.path)
+        if multihost.is_writer():
+            with open(os.path.join(workdir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+            if t.plots:
+                _end_of_run_plots(trainer, state, workdir, log.path)
         return summary
 
 
 def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
     """The cheap pictures: validation reconstructions (posterior mean code), samples from the
-    prior (a row per class where the prior has classes) and training curves."""
+    prior (a row per class where the prior has classes) and training curves, drawn by the
+    writer alone from its own copy of the parameters."""
     images = trainer.validation_data.images[:10]
-    model = trained.TrainedModel(trainer.model(state), trainer.config, num_classes=trainer.num_classes)
+    model = trained.TrainedModel(nnx.merge(trainer.graphdef, sharding.local_copy(state.params)),
+                                 trainer.config, num_classes=trainer.num_classes)
     plot_dir = os.path.join(workdir, "plots")
     plots.reconstruction_grid(images, model.reconstruct(images),
                               os.path.join(plot_dir, "reconstructions.png"),

@@ -25,7 +25,7 @@ import numpy as np
 from flax import nnx
 
 from vscjax import checkpoints, objective, rng
-from vscjax.evaluate import Codes, encode_images, map_in_batches
+from vscjax.evaluate import Codes
 from vscjax.models import VSC, build_model
 
 DATASET_FILE = "dataset.json"
@@ -82,6 +82,31 @@ def load(workdir: str, *, image_shape: Sequence[int] | None = None, num_classes:
                         batch_size=batch_size)
 
 
+def _in_batches(fn, array: np.ndarray, batch_size: int):
+    """``fn(batch)`` on fixed-size batches of ``array`` [N, ...] on this process alone (the last
+    batch zero-padded: one compilation), outputs trimmed and concatenated: [N, ...] leaves.
+
+    Unlike ``evaluation_loop.map_batches`` (the sharded, multi-process evaluation), this runs on
+    the default device of the calling process, so one process may call it alone.
+    """
+    size = min(batch_size, len(array))
+    outputs = []
+    for start in range(0, len(array), size):
+        chunk = array[start:start + size]
+        real = len(chunk)
+        if real < size:
+            chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(chunk)))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _posterior_heads(graphdef, params, x):
+    """(mu, logvar, gamma) of images x [B, H, W, C], each [B, L]; gamma None for a plain VAE."""
+    mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
+    return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
+
+
 class TrainedModel:
     """A trained VSC model (or plain VAE): encode, decode, reconstruct, sample from the prior.
 
@@ -131,15 +156,19 @@ class TrainedModel:
           Codes with mu, logvar and gamma (spike probabilities; ones for a plain VAE), [N, L]
           each, and ``mean_code`` (mu where gamma > 0.5, else 0).
         """
-        return encode_images(self.graphdef, self.params, np.asarray(images), self.batch_size)
+        mu, logvar, gamma = _in_batches(lambda batch: _posterior_heads(self.graphdef, self.params, batch),
+                                        np.asarray(images), self.batch_size)
+        if gamma is None:  # plain VAE: every dimension active
+            return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
+        return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
 
     def decode(self, z) -> np.ndarray:
         """The decoder's mean images of latent codes z [N, L]: [N, H, W, C]."""
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"codes must be [N, {self.latent_dim}], got shape {z.shape}")
-        return map_in_batches(lambda i, batch: _mean_image(self.graphdef, self.params, batch), (z,),
-                              self.batch_size)
+        return _in_batches(lambda batch: _mean_image(self.graphdef, self.params, batch), z,
+                           self.batch_size)
 
     def reconstruct(self, images) -> np.ndarray:
         """Images [N, H, W, C] decoded from their posterior mean codes (spike on where
