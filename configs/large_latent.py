@@ -20,7 +20,7 @@ def get_config():
     return load_file(os.path.join(here, "mnist_class_prior.py"), {
         "model.latent_dim": LATENT_DIM,
         "objective.alpha": 10.0 / LATENT_DIM,
-        "train.num_steps": 4_000,
+        "train.num_steps": 5_000,
         "train.eval_every": 0,
         "train.checkpoint_every": 500,
         "train.log_every": 50,

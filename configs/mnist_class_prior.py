@@ -19,7 +19,9 @@ def get_config():
         "data.balanced": True,
         "train.batch_size": 120,
         "objective.alpha": 0.05,
+        "objective.c.kind": "constant",  # c = 10 throughout (the ramp of mnist_vsc.py lost here)
         "objective.c.value": 10.0,
+        "objective.c.start": 10.0,
         "objective.sparsity_weight": 1.0,
         "objective.class_prior_penalty": 0.0,
         "objective.partial_sharing": 0.03,
