@@ -146,6 +146,9 @@ def test_nonfinite_step_is_skipped():
         (dict(train__batch_size=12), "train.batch_size: 12 does not split over 8 devices"),
         (dict(objective__mask="soft"), "objective.mask: 'soft' is not one of"),
         (dict(model__prior="gaussian"), "objective.align_mode: the alignment loss needs spikes"),
+        (dict(train__steps_per_call=0), "train.steps_per_call: must be a positive integer, got 0"),
+        (dict(data__placement="gpu"), "data.placement: 'gpu' is not one of"),
+        (dict(data__device_budget_mib=-1), "data.device_budget_mib: must be >= 0"),
     ],
 )
 def test_impossible_config_values_are_named(overrides, message):
@@ -182,6 +185,14 @@ def test_cli_rejects_unknown_config_key(tmp_path):
                   "--config.train.num_stepz=3", "--workdir", str(tmp_path))
     assert result.returncode != 0
     assert "num_stepz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_names_an_impossible_steps_per_call(tmp_path):
+    result = _cli("--config", os.path.join(REPO_ROOT, "configs", "tiny.py"),
+                  "--config.train.steps_per_call=-2", "--workdir", str(tmp_path))
+    assert result.returncode != 0
+    assert "train.py: config key train.steps_per_call: must be a positive integer" in result.stderr
     assert "Traceback" not in result.stderr
 
 
