@@ -360,6 +360,20 @@ def percentile(values, q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def is_out_of_memory(err: Exception) -> bool:
+    """Whether ``err`` is XLA's or torch's out-of-memory error."""
+    text = str(err)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def release_torch_cache() -> None:
+    """Hand torch's cached GPU memory back (after an out-of-memory contender)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def skip_reason(latent: int, batch: int, align: str, contender: str, device: str) -> str | None:
     """Why a contender is not run at this size (too slow or too long to compile), or None."""
     if align == "pairwise" and batch * batch * latent > PAIRWISE_ELEMENT_LIMIT[device]:
@@ -397,15 +411,25 @@ def run_configuration(latent, batch, align, dtype, hidden, device, schedule, pea
             skipped.append({**where, "contender": name, "reason": reason})
             log(f"  {name}: skipped ({reason})")
             continue
-        if name == "vscjax":
-            contender = vscjax_contender(graphdef, state, tx, config, images, labels)
-        elif name == multi_step_name(steps_per_call):
-            contender = vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
-                                                    steps_per_call)
-        else:
-            contender = torch_contender(jax_model, latent, align, dtype, hidden, images, labels,
-                                        device, compiled=name == "torch.compile")
-        m = measure(contender, **schedule)
+        try:
+            if name == "vscjax":
+                contender = vscjax_contender(graphdef, state, tx, config, images, labels)
+            elif name == multi_step_name(steps_per_call):
+                contender = vscjax_multi_step_contender(graphdef, state, tx, config, images,
+                                                        labels, steps_per_call)
+            else:
+                contender = torch_contender(jax_model, latent, align, dtype, hidden, images,
+                                            labels, device, compiled=name == "torch.compile")
+            m = measure(contender, **schedule)
+        except Exception as err:  # noqa: BLE001  an out-of-memory size is a result, not a crash
+            if not is_out_of_memory(err):
+                raise
+            contender = None  # drops its buffers before the next contender
+            reason = f"out of memory: {str(err).splitlines()[0][:160]}"
+            skipped.append({**where, "contender": name, "reason": reason})
+            log(f"  {name}: out of memory")
+            release_torch_cache()
+            continue
         rate = batch / statistics.median(m["step_s"])
         results.append({
             **where, "contender": name, **m,
