@@ -58,6 +58,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -334,8 +335,14 @@ def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, imag
 # ----------------------------------------------------------------------------- timing
 
 
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (each a fresh page the kernel zero-fills)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure(contender: Contender, *, warmup: int, repeats: int, min_repeat_s: float) -> dict:
-    """First-call time, then seconds per step of each repeat (compile and warm-up left out)."""
+    """First-call time, then seconds per step of each repeat (compile and warm-up left out),
+    and the minor page faults per step over the repeats (a count: no timing noise)."""
     start = time.perf_counter()
     contender.sync(contender.step())
     first_call_s = time.perf_counter() - start
@@ -345,14 +352,17 @@ def measure(contender: Contender, *, warmup: int, repeats: int, min_repeat_s: fl
     contender.sync(contender.step())
     calls = max(1, math.ceil(min_repeat_s / (time.perf_counter() - start)))
     step_s = []
+    faults = minor_page_faults()
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(calls):
             out = contender.step()
         contender.sync(out)
         step_s.append((time.perf_counter() - start) / (calls * contender.steps_per_call))
-    return dict(first_call_s=first_call_s, steps_per_repeat=calls * contender.steps_per_call,
-                step_s=step_s, peak_mib=contender.peak_mib())
+    steps = calls * contender.steps_per_call
+    return dict(first_call_s=first_call_s, steps_per_repeat=steps, step_s=step_s,
+                page_faults_per_step=(minor_page_faults() - faults) / (repeats * steps),
+                peak_mib=contender.peak_mib())
 
 
 def percentile(values, q: float) -> float:
@@ -459,13 +469,15 @@ def fmt(value, spec: str) -> str:
 def markdown_table(results: list[dict]) -> str:
     """The results as a markdown table, one row per configuration and contender."""
     head = ("| L | B | align | dtype | contender | samples/s median | p90 (slow tail) | compile s "
-            "| peak MiB | GFLOP/s | % of matmul peak | vs torch eager | vs torch.compile |")
+            "| peak MiB | page faults/step | GFLOP/s | % of matmul peak | vs torch eager "
+            "| vs torch.compile |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         rows.append("| " + " | ".join([
             str(r["latent"]), str(r["batch"]), r["align"], r["dtype"], r["contender"],
             f"{r['samples_per_s_median']:,.0f}", f"{r['samples_per_s_p90']:,.0f}",
-            f"{r['first_call_s']:.1f}", fmt(r["peak_mib"], ".0f"), f"{r['gflops']:.1f}",
+            f"{r['first_call_s']:.1f}", fmt(r["peak_mib"], ".0f"),
+            fmt(r.get("page_faults_per_step"), ",.0f"), f"{r['gflops']:.1f}",
             f"{100 * r['peak_fraction']:.1f}", fmt(r["ratio_vs_torch_eager"], ".2f"),
             fmt(r["ratio_vs_torch_compile"], ".2f"),
         ]) + " |")
@@ -664,6 +676,8 @@ def main(argv=None) -> None:
             "peak MiB: vscjax from XLA's memory analysis (arguments + outputs - donated + temporaries); "
             "torch: torch.cuda.max_memory_allocated on GPU (cuBLAS workspaces included), n/a on CPU.",
             "vscjax's step also runs its non-finite guard and grad-norm metric (elementwise, small).",
+            "page faults/step: minor page faults of the process over the timed repeats, per step "
+            "(a fresh page the kernel zero-fills: a temporary buffer allocated anew at each call).",
         ] + (["float32 on GPU: both frameworks run matmuls on TF32 tensor cores (JAX's default "
               "precision; torch.set_float32_matmul_precision('high')), the matmul peak too."]
              if args.device == "gpu" else []),
