@@ -157,7 +157,8 @@ class Trainer:
         self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        self.key = jax.random.key(config.seed)
+        # Placed like the state: the K-step calls take their shardings from their arguments.
+        self.key = jax.device_put(jax.random.key(config.seed), self.replicated)
         self.initial_state = jax.device_put(state, self.replicated)
         train_step = make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
                                      class_major=config.data.balanced)
