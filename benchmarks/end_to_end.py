@@ -1,7 +1,7 @@
-"""End to end: the trainer's own loop (data, step, logging) beside the bare step, vscjax and PyTorch.
+"""End to end: the trainer's own loop (data, step, logging) beside the bare step, vscjax and torch.
 
-    python -m benchmarks.throughput --end-to-end              # L 200, 3200; B 128 (a few minutes on 2 cores)
-    python -m benchmarks.throughput --end-to-end --smoke --out /tmp/e2e.json   # tiny: checks it runs
+    python -m benchmarks.throughput --end-to-end    # L 200, 3200; B 128 (~5 minutes on 2 cores)
+    python -m benchmarks.throughput --end-to-end --smoke --out /tmp/e2e.json   # checks it runs
     python -m benchmarks.throughput --end-to-end --device gpu --latent 3200 --batch 512
     python -m benchmarks.throughput --from benchmarks/results/cpu-end-to-end.json
 
@@ -24,7 +24,8 @@ Every configuration (L, B, alignment, dtype) gets these rows, trained on MNIST's
 Timing of a loop: its samples/s between consecutive logged steps (for vscjax the trainer's own
 ``samples_per_second`` records in ``metrics.jsonl``; the torch loop measures the same way), the
 first interval (compilation) left out, median over the rest. Logged steps are ``log_every``
-apart, ``log_every`` sized from the bare step so an interval lasts ``min_repeat_s`` of the grid.
+apart, ``log_every`` sized from the bare step so an interval lasts at least a second (quick
+grid). Every loop runs on one device.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import time
 from benchmarks import throughput as tp
 
 LOOP_INTERVALS = {"smoke": 3, "quick": 6, "full": 10}  # timed intervals of each loop run
+LOOP_INTERVAL_S = {"smoke": 0.0, "quick": 1.0, "full": 2.0}  # least length of an interval
 DEFAULT_STEPS_PER_CALL = 8
 
 
@@ -66,11 +68,16 @@ def trainer_config(latent, batch, align, dtype, hidden, *, placement: str, steps
 
 
 def vscjax_loop_rates(config) -> list[float]:
-    """samples/s of ``vscjax.train.run``'s logged intervals, the first (compilation) left out."""
-    from vscjax import train
+    """samples/s of ``vscjax.train.run``'s logged intervals, the first (compilation) left out.
+
+    The run uses one device, like the bare steps beside it.
+    """
+    import jax
+
+    from vscjax import sharding, train
 
     with tempfile.TemporaryDirectory() as workdir:
-        train.run(config, workdir)
+        train.run(config, workdir, mesh=sharding.make_data_mesh(jax.devices()[:1]))
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             records = [json.loads(line) for line in f]
     rates = [r["samples_per_second"] for r in sorted(records, key=lambda r: r["step"])
@@ -116,7 +123,7 @@ def torch_loop_rates(step, target: str, dataset, batch: int, *, log_every: int, 
 
 def loop_row(where: dict, contender: str, feed: str, steps_per_call: int,
              rates: list[float], bare_rate: float) -> dict:
-    """A loop's result row: median and slow tail of its intervals, and its share of the bare step."""
+    """A loop's result row: median and slow tail of its intervals, its share of the bare step."""
     median = statistics.median(rates)
     return {**where, "contender": contender, "feed": feed, "steps_per_call": steps_per_call,
             "samples_per_s_median": median, "samples_per_s_p10": tp.percentile(rates, 0.1),
@@ -125,7 +132,11 @@ def loop_row(where: dict, contender: str, feed: str, steps_per_call: int,
 
 def run_configuration(latent, batch, align, dtype, hidden, device, dataset, grid, peaks,
                       steps_per_call, workers, log) -> tuple[list[dict], list[dict]]:
-    """Bare steps, then the loops of one configuration; returns (results, skipped)."""
+    """Bare steps, then the loops of one configuration; returns (results, skipped).
+
+    ``log_every`` of the loops is sized from vscjax's bare step so an interval lasts at least
+    ``LOOP_INTERVAL_S`` of the grid, in whole calls of ``steps_per_call`` steps.
+    """
     schedule = {k: grid[k] for k in ("warmup", "repeats", "min_repeat_s")}
     bare, skipped = tp.run_configuration(latent, batch, align, dtype, hidden, device, schedule,
                                          peaks, tp.CONTENDERS, log, steps_per_call)
@@ -134,25 +145,31 @@ def run_configuration(latent, batch, align, dtype, hidden, device, dataset, grid
         row.update(feed="on device (one batch)", steps_per_call=steps_per_call if multi else 1,
                    of_bare_step=None)
     bare_rate = {row["contender"]: row["samples_per_s_median"] for row in bare}
+    if "vscjax" not in bare_rate:  # out of memory: no loop of this size either
+        return bare, skipped
     step_s = batch / bare_rate["vscjax"]
-    log_every = max(1, math.ceil(grid["min_repeat_s"] / step_s))
+    log_every = max(1, math.ceil(LOOP_INTERVAL_S[grid["name"]] / step_s))
     log_every = math.ceil(log_every / steps_per_call) * steps_per_call  # whole calls
     num_steps = log_every * (LOOP_INTERVALS[grid["name"]] + 1)
     where = dict(latent=latent, batch=batch, align=align, dtype=dtype, log_every=log_every,
                  num_steps=num_steps)
     results = []
-    loops = [("host", 1), ("device", 1)] + ([("device", steps_per_call)] if steps_per_call > 1 else [])
+    loops = [("host", 1), ("device", 1)]
+    if steps_per_call > 1:
+        loops.append(("device", steps_per_call))
     for feed, k in loops:
         config = trainer_config(latent, batch, align, dtype, hidden, placement=feed,
                                 steps_per_call=k, log_every=log_every, num_steps=num_steps)
         rates = vscjax_loop_rates(config)
         results.append(loop_row(where, "vscjax train.py", feed, k, rates, bare_rate["vscjax"]))
-        log(f"  vscjax train.py, {feed} feed, {k} steps/call: {results[-1]['samples_per_s_median']:,.0f} samples/s")
+        log(f"  vscjax train.py, {feed} feed, {k} steps/call: "
+            f"{results[-1]['samples_per_s_median']:,.0f} samples/s")
     jax_model = _initial_model(latent, batch, align, dtype, hidden)
     for name, compiled in (("torch eager", False), ("torch.compile", True)):
         if name not in bare_rate:
             continue
-        step, target = tp.torch_train_step(jax_model, latent, align, dtype, hidden, device, compiled)
+        step, target = tp.torch_train_step(jax_model, latent, align, dtype, hidden, device,
+                                           compiled)
         rates = torch_loop_rates(step, target, dataset, batch, log_every=log_every,
                                  num_steps=num_steps, workers=workers)
         results.append(loop_row(where, f"{name} loop", f"DataLoader, {workers} workers", 1,

@@ -36,11 +36,19 @@ class HostFeed:
     def __init__(self, dataset: data.Dataset, sampler: data.BatchSampler, start_step: int,
                  mesh: Mesh, prefetch: int):
         self._batches = data.batch_iterator(dataset, sampler, start_step=start_step,
-                                            sharding=sharding.batch_sharding(mesh), prefetch=prefetch)
+                                            sharding=sharding.batch_sharding(mesh),
+                                            prefetch=prefetch)
 
     def inputs(self, step: int, num_steps: int) -> list[dict]:
-        """The batches of steps ``step .. step + num_steps - 1``, in order (steps must follow
-        on from the previous call)."""
+        """The batches of steps ``step .. step + num_steps - 1``.
+
+        Args:
+          step: the call's first step: the step after the previous call's last.
+          num_steps: the call's length K.
+
+        Returns:
+          K batches {"image": [B, H, W, C] float32, "label": [B] int32}, split over the mesh.
+        """
         batches = []
         for expected in range(step, step + num_steps):
             got, batch = next(self._batches)
@@ -64,7 +72,15 @@ class DeviceFeed:
         self._sharding = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
 
     def inputs(self, step: int, num_steps: int) -> jax.Array:
-        """[num_steps, B] int32: the sampler's indices of steps ``step .. step + num_steps - 1``."""
+        """The sampler's indices of steps ``step .. step + num_steps - 1``.
+
+        Args:
+          step: the call's first step (any: the indices are a pure function of the step).
+          num_steps: the call's length K.
+
+        Returns:
+          [K, B] int32 indices into the resident set, the batch axis split over the mesh.
+        """
         indices = np.stack([self._sampler.indices(s) for s in range(step, step + num_steps)])
         indices = indices.astype(np.int32)  # [K, B]
         return jax.make_array_from_callback(indices.shape, self._sharding, lambda i: indices[i])
@@ -84,6 +100,9 @@ def make_feed(data_config: ml_collections.ConfigDict, dataset: data.Dataset,
       sampler: its batch sampler.
       mesh: the ``("data",)`` mesh of the run.
       start_step: the first step the loop will ask for.
+
+    Returns:
+      A :class:`DeviceFeed` or a :class:`HostFeed`; ``close()`` it when done.
     """
     budget = data_config.device_budget_mib * MIB
     at_least = dataset.images.size + dataset.labels.nbytes  # uint8 pixels: the least it can take

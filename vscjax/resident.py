@@ -47,7 +47,8 @@ def encode_pixels(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
     Returns:
       (codes [N, H, W, C] uint8, levels [V] float32) with ``levels[codes] == images`` bit for
-      bit; or (images, None) when the set holds more than 256 distinct values (or NaNs).
+      bit; or (images, None) when codes cannot give that: more than 256 distinct values, or
+      values equal as floats but not in their bits (-0.0 beside 0.0, NaNs of two payloads).
     """
     levels = np.unique(images)  # sorted
     if len(levels) > MAX_LEVELS:
@@ -60,16 +61,25 @@ def encode_pixels(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def device_bytes(images: np.ndarray, levels: np.ndarray | None, labels: np.ndarray) -> int:
-    """Bytes that one device holds for a resident set of these arrays."""
+    """Bytes that one device holds for a resident set of these arrays (see :func:`place`)."""
     return images.nbytes + labels.nbytes + (0 if levels is None else levels.nbytes)
 
 
 def place(images: np.ndarray, levels: np.ndarray | None, labels: np.ndarray,
           sharding: jax.sharding.Sharding) -> ResidentData:
-    """Put an encoded set on the devices with ``sharding`` (replicated: every device a copy).
+    """Put an encoded set on the devices with ``sharding``.
 
     Works on a multi-process mesh: every process holds the same arrays and fills its own
     devices.
+
+    Args:
+      images: [N, H, W, C] uint8 codes (with ``levels``) or float32 pixels (``levels`` None).
+      levels: [V] float32 decode table, or None.
+      labels: [N] int32.
+      sharding: where every array goes; replicated: every device holds the whole set.
+
+    Returns:
+      The :class:`ResidentData` on the devices.
     """
     def put(array):
         return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

@@ -157,9 +157,10 @@ class Trainer:
         self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        # Placed like the state: the K-step calls take their shardings from their arguments.
-        self.key = jax.device_put(jax.random.key(config.seed), self.replicated)
+        self.key = jax.random.key(config.seed)
         self.initial_state = jax.device_put(state, self.replicated)
+        # K-step calls take their shardings from their arguments: the key goes where the state is.
+        self.key = jax.device_put(self.key, self.replicated)
         train_step = make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
                                      class_major=config.data.balanced)
         self.train_step = jax.jit(
@@ -287,10 +288,17 @@ class _StopSignal:
 def call_length(step: int, train_config: ml_collections.ConfigDict) -> int:
     """Steps of the loop's call that starts at ``step``.
 
-    ``train_config.steps_per_call`` (K) when no checkpoint, evaluation or the last step falls
-    inside the call; otherwise 1, so those land on their exact step and at most two call
-    lengths (K and 1) are ever compiled. With K dividing ``checkpoint_every`` and
-    ``eval_every`` every call before the last ones has K steps.
+    K (``steps_per_call``) when no checkpoint, evaluation or the last step falls inside the
+    call; otherwise 1, so those land on their exact step and at most two call lengths (K and 1)
+    are ever compiled. With K dividing ``checkpoint_every`` and ``eval_every`` every call
+    before the last ones has K steps.
+
+    Args:
+      step: the call's first step.
+      train_config: the ``config.train`` block.
+
+    Returns:
+      K or 1.
     """
     t = train_config
     stops = [t.num_steps, (step // t.checkpoint_every + 1) * t.checkpoint_every]
