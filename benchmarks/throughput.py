@@ -229,16 +229,24 @@ def vscjax_contender(graphdef, state, tx, config, images, labels, *,
 
     train_step = jax.jit(make_train_step(graphdef, tx, config.objective, NUM_CLASSES,
                                          class_major=class_major), donate_argnums=0)
-    state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
     batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
-    key = jax.random.key(config.seed)
+    return jitted_contender(train_step, state, (batch, jax.random.key(config.seed)))
+
+
+def jitted_contender(jitted, state, args: tuple, steps_per_call: int = 1) -> Contender:
+    """``jitted(state, *args) -> (state, metrics)`` with the state donated, compiled on its
+    first call; its peak memory from XLA's memory analysis."""
+    import jax
+    import jax.numpy as jnp
+
+    state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
     compiled = None
 
     def step():
         nonlocal state, compiled
         if compiled is None:
-            compiled = train_step.lower(state, batch, key).compile()
-        state, metrics = compiled(state, batch, key)
+            compiled = jitted.lower(state, *args).compile()
+        state, metrics = compiled(state, *args)
         return state, metrics
 
     def peak_mib():
@@ -246,7 +254,7 @@ def vscjax_contender(graphdef, state, tx, config, images, labels, *,
         live = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
         return (live + m.temp_size_in_bytes) / MIB
 
-    return Contender(step, jax.block_until_ready, peak_mib)
+    return Contender(step, jax.block_until_ready, peak_mib, steps_per_call)
 
 
 def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
@@ -256,7 +264,6 @@ def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
     them with ``data.placement="device"`` and ``train.steps_per_call``; the batch is the same
     ``images`` every step."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from vscjax import resident
@@ -264,26 +271,11 @@ def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
 
     train_steps = jax.jit(make_multi_step(make_train_step(graphdef, tx, config.objective,
                                                          NUM_CLASSES)), donate_argnums=0)
-    state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     placed = resident.place(images, None, labels, device)
     indices = jax.device_put(np.tile(np.arange(len(labels), dtype=np.int32), (steps_per_call, 1)))
-    key = jax.random.key(config.seed)
-    compiled = None
-
-    def step():
-        nonlocal state, compiled
-        if compiled is None:
-            compiled = train_steps.lower(state, indices, placed, key).compile()
-        state, metrics = compiled(state, indices, placed, key)
-        return state, metrics
-
-    def peak_mib():
-        m = compiled.memory_analysis()
-        live = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-        return (live + m.temp_size_in_bytes) / MIB
-
-    return Contender(step, jax.block_until_ready, peak_mib, steps_per_call)
+    return jitted_contender(train_steps, state, (indices, placed, jax.random.key(config.seed)),
+                            steps_per_call)
 
 
 def torch_train_step(jax_model, latent: int, align: str, dtype: str, hidden, device: str,
