@@ -1,9 +1,34 @@
-"""The end-to-end benchmark's loops: they run the steps asked for and time every logged interval."""
+"""The benchmarks' own measurements: page faults per step, and the end-to-end loops."""
+
+import mmap
 
 import numpy as np
 
-from benchmarks import end_to_end
+from benchmarks import end_to_end, throughput
 from vscjax import data
+
+
+def test_measure_counts_the_page_faults_of_a_fresh_buffer_per_step():
+    """A call that maps 40 MiB anew (as glibc serves any allocation over 32 MiB) faults 10,240
+    pages, a quarter of that per step at 4 steps a call; one that reuses its buffer, none."""
+    size = 40 * 2**20
+
+    def fresh_buffer():
+        buffer = mmap.mmap(-1, size)
+        buffer[::mmap.PAGESIZE] = b"\1" * (size // mmap.PAGESIZE)  # touch every page
+        buffer.close()
+
+    reused_buffer = mmap.mmap(-1, size)
+
+    def reuse_buffer():
+        reused_buffer[::mmap.PAGESIZE] = b"\1" * (size // mmap.PAGESIZE)
+
+    schedule = dict(warmup=1, repeats=3, min_repeat_s=0.0)
+    fresh = throughput.Contender(fresh_buffer, lambda out: None, lambda: None, steps_per_call=4)
+    reused = throughput.Contender(reuse_buffer, lambda out: None, lambda: None)
+    pages_per_step = size // mmap.PAGESIZE / 4
+    assert pages_per_step <= throughput.measure(fresh, **schedule)["page_faults_per_step"] < 1.2 * pages_per_step
+    assert throughput.measure(reused, **schedule)["page_faults_per_step"] < 10
 
 
 def test_torch_loop_runs_every_step_across_epochs_and_times_each_interval():
