@@ -3,6 +3,8 @@
     python -m benchmarks.throughput --smoke --out /tmp/bench/cpu.json   # 2 tiny configurations
     python -m benchmarks.throughput --quick     # L 200, 3200; B 128 (sized for < 3 min on 2 cores)
     python -m benchmarks.throughput --full      # L x B x align (sized for about an hour on 2 cores)
+    python -m benchmarks.throughput --quick --steps-per-call 8   # + vscjax running 8 steps a call
+    python -m benchmarks.throughput --end-to-end   # train.py's loop beside the step (end_to_end.py)
     benchmarks/gpu.sh                           # --device gpu, float32 and bfloat16, ~10 minutes
     python -m benchmarks.throughput --from benchmarks/results/cpu.json --readme-table
 
@@ -18,6 +20,10 @@ and the same initial weights:
   ``torch.optim.Adam``), the same model, relaxed sample, KL and alignment loss.
 * ``torch.compile``: the same step under ``torch.compile`` (torch splits it at the backward
   and inside ``optimizer.step``; every piece is compiled).
+* ``vscjax K steps/call`` (with ``--steps-per-call K``): ``vscjax.train.make_multi_step``, K
+  steps per jitted call under ``lax.scan``, each gathering its batch from a set resident on the
+  device, as the trainer runs with ``data.placement="device"`` and ``train.steps_per_call=K``;
+  its time is per step.
 
 Timing: the first call (trace, compile and one step) is reported apart as "compile s"; then
 warm-up steps; then repeats of n steps each (n fixed from a calibration step so a repeat lasts
@@ -53,6 +59,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -190,11 +197,17 @@ def matmul_peak_gflops(n: int, dtype: str, repeats: int = 5) -> float:
 
 @dataclass
 class Contender:
-    """A ready-to-run training step: ``step()`` runs one, ``sync(out)`` waits for it."""
+    """A ready-to-run training step: ``step()`` runs one call, ``sync(out)`` waits for it."""
 
     step: Callable[[], object]
     sync: Callable[[object], None]
     peak_mib: Callable[[], float | None]  # read after the timing
+    steps_per_call: int = 1  # training steps that one ``step()`` runs
+
+
+def multi_step_name(steps_per_call: int) -> str:
+    """The name of vscjax's contender that runs ``steps_per_call`` steps per jitted call."""
+    return f"vscjax {steps_per_call} steps/call"
 
 
 def make_data(batch: int, seed: int = 0):
@@ -235,16 +248,24 @@ def vscjax_contender(graphdef, state, tx, config, images, labels, *,
 
     train_step = jax.jit(make_train_step(graphdef, tx, config.objective, NUM_CLASSES,
                                          class_major=class_major), donate_argnums=0)
-    state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
     batch = {"image": jax.device_put(images), "label": jax.device_put(labels)}
-    key = jax.random.key(config.seed)
+    return jitted_contender(train_step, state, (batch, jax.random.key(config.seed)))
+
+
+def jitted_contender(jitted, state, args: tuple, steps_per_call: int = 1) -> Contender:
+    """``jitted(state, *args) -> (state, metrics)`` with the state donated, compiled on its
+    first call; its peak memory from XLA's memory analysis."""
+    import jax
+    import jax.numpy as jnp
+
+    state = jax.tree.map(jnp.copy, state)  # donated below; the caller's arrays stay valid
     compiled = None
 
     def step():
         nonlocal state, compiled
         if compiled is None:
-            compiled = train_step.lower(state, batch, key).compile()
-        state, metrics = compiled(state, batch, key)
+            compiled = jitted.lower(state, *args).compile()
+        state, metrics = compiled(state, *args)
         return state, metrics
 
     def peak_mib():
@@ -252,13 +273,35 @@ def vscjax_contender(graphdef, state, tx, config, images, labels, *,
         live = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
         return (live + m.temp_size_in_bytes) / MIB
 
-    return Contender(step, jax.block_until_ready, peak_mib)
+    return Contender(step, jax.block_until_ready, peak_mib, steps_per_call)
 
 
-def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, images, labels,
-                    device: str, compiled: bool, *, class_major: bool = False) -> Contender:
-    """The torch reference's step, eager or under torch.compile, on ``jax_model``'s weights
-    (None: torch's own initialisation; ``class_major`` as in ``vscjax_contender``)."""
+def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
+                                steps_per_call: int) -> Contender:
+    """``vscjax.train.make_multi_step``: ``steps_per_call`` steps per jitted call, each
+    gathering its batch from the set on the device (``vscjax.resident``), as the trainer runs
+    them with ``data.placement="device"`` and ``train.steps_per_call``; the batch is the same
+    ``images`` every step."""
+    import jax
+    import numpy as np
+
+    from vscjax import resident
+    from vscjax.train import make_multi_step, make_train_step
+
+    train_steps = jax.jit(make_multi_step(make_train_step(graphdef, tx, config.objective,
+                                                         NUM_CLASSES)), donate_argnums=0)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    placed = resident.place(images, None, labels, device)
+    indices = jax.device_put(np.tile(np.arange(len(labels), dtype=np.int32), (steps_per_call, 1)))
+    return jitted_contender(train_steps, state, (indices, placed, jax.random.key(config.seed)),
+                            steps_per_call)
+
+
+def torch_train_step(jax_model, latent: int, align: str, dtype: str, hidden, device: str,
+                     compiled: bool, *, class_major: bool = False):
+    """(step, torch device): the torch reference's step ``(x, labels) -> loss``, eager or
+    under torch.compile, on ``jax_model``'s weights (None: torch's own initialisation;
+    ``class_major`` as in ``vscjax_contender``)."""
     import torch
 
     from benchmarks import torch_reference as ref
@@ -276,6 +319,16 @@ def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, imag
     if compiled:
         torch.compiler.reset()  # a fresh compile (and no recompile limit across configurations)
         step = torch.compile(step)
+    return step, target
+
+
+def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, images, labels,
+                    device: str, compiled: bool, *, class_major: bool = False) -> Contender:
+    """The torch reference's step (``torch_train_step``) on one batch already on the device."""
+    import torch
+
+    step, target = torch_train_step(jax_model, latent, align, dtype, hidden, device, compiled,
+                                    class_major=class_major)
     x = torch.from_numpy(images).to(target)
     y = torch.from_numpy(labels).long().to(target)
 
@@ -293,8 +346,14 @@ def torch_contender(jax_model, latent: int, align: str, dtype: str, hidden, imag
 # ----------------------------------------------------------------------------- timing
 
 
+def minor_page_faults() -> int:
+    """Minor page faults of this process so far (each a fresh page the kernel zero-fills)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure(contender: Contender, *, warmup: int, repeats: int, min_repeat_s: float) -> dict:
-    """First-call time, then seconds per step of each repeat (compile and warm-up left out)."""
+    """First-call time, then seconds per step of each repeat (compile and warm-up left out),
+    and the minor page faults per step over the repeats (a count: no timing noise)."""
     start = time.perf_counter()
     contender.sync(contender.step())
     first_call_s = time.perf_counter() - start
@@ -302,21 +361,38 @@ def measure(contender: Contender, *, warmup: int, repeats: int, min_repeat_s: fl
         contender.sync(contender.step())
     start = time.perf_counter()
     contender.sync(contender.step())
-    steps = max(1, math.ceil(min_repeat_s / (time.perf_counter() - start)))
+    calls = max(1, math.ceil(min_repeat_s / (time.perf_counter() - start)))
     step_s = []
+    faults = minor_page_faults()
     for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(calls):
             out = contender.step()
         contender.sync(out)
-        step_s.append((time.perf_counter() - start) / steps)
+        step_s.append((time.perf_counter() - start) / (calls * contender.steps_per_call))
+    steps = calls * contender.steps_per_call
     return dict(first_call_s=first_call_s, steps_per_repeat=steps, step_s=step_s,
+                page_faults_per_step=(minor_page_faults() - faults) / (repeats * steps),
                 peak_mib=contender.peak_mib())
 
 
-def _percentile(values, q: float) -> float:
+def percentile(values, q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def is_out_of_memory(err: Exception) -> bool:
+    """Whether ``err`` is XLA's or torch's out-of-memory error."""
+    text = str(err)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def release_torch_cache() -> None:
+    """Hand torch's cached GPU memory back (after an out-of-memory contender)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def skip_reason(latent: int, batch: int, align: str, contender: str, device: str) -> str | None:
@@ -332,8 +408,11 @@ def skip_reason(latent: int, batch: int, align: str, contender: str, device: str
 
 
 def run_configuration(latent, batch, align, dtype, hidden, device, schedule, peaks, contenders,
-                      log) -> tuple[list[dict], list[dict]]:
-    """Measure every contender at one configuration; returns (results, skipped)."""
+                      log, steps_per_call: int = 1) -> tuple[list[dict], list[dict]]:
+    """Measure every contender at one configuration; returns (results, skipped).
+
+    ``steps_per_call`` > 1 adds vscjax's K-steps-per-call contender after "vscjax".
+    """
     from flax import nnx
 
     from vscjax.state import initial_state
@@ -345,23 +424,38 @@ def run_configuration(latent, batch, align, dtype, hidden, device, schedule, pea
     flops = matmul_flops_per_sample(latent, hidden)
     where = dict(latent=latent, batch=batch, align=align, dtype=dtype)
     results, skipped = [], []
-    for name in contenders:
+    names = [name for c in contenders for name in (
+        [c, multi_step_name(steps_per_call)] if c == "vscjax" and steps_per_call > 1 else [c])]
+    for name in names:
         reason = skip_reason(latent, batch, align, name, device)
         if reason:
             skipped.append({**where, "contender": name, "reason": reason})
             log(f"  {name}: skipped ({reason})")
             continue
-        if name == "vscjax":
-            contender = vscjax_contender(graphdef, state, tx, config, images, labels)
-        else:
-            contender = torch_contender(jax_model, latent, align, dtype, hidden, images, labels,
-                                        device, compiled=name == "torch.compile")
-        m = measure(contender, **schedule)
+        try:
+            if name == "vscjax":
+                contender = vscjax_contender(graphdef, state, tx, config, images, labels)
+            elif name == multi_step_name(steps_per_call):
+                contender = vscjax_multi_step_contender(graphdef, state, tx, config, images,
+                                                        labels, steps_per_call)
+            else:
+                contender = torch_contender(jax_model, latent, align, dtype, hidden, images,
+                                            labels, device, compiled=name == "torch.compile")
+            m = measure(contender, **schedule)
+        except Exception as err:  # noqa: BLE001  an out-of-memory size is a result, not a crash
+            if not is_out_of_memory(err):
+                raise
+            contender = None  # drops its buffers before the next contender
+            reason = f"out of memory: {str(err).splitlines()[0][:160]}"
+            skipped.append({**where, "contender": name, "reason": reason})
+            log(f"  {name}: out of memory")
+            release_torch_cache()
+            continue
         rate = batch / statistics.median(m["step_s"])
         results.append({
             **where, "contender": name, **m,
             "samples_per_s_median": rate,
-            "samples_per_s_p90": batch / _percentile(m["step_s"], 0.9),
+            "samples_per_s_p90": batch / percentile(m["step_s"], 0.9),
             "flops_per_sample": flops, "align_jsd_per_sample": align_jsd_per_sample(latent, batch, align),
             "gflops": flops * rate / 1e9, "peak_fraction": flops * rate / 1e9 / peaks[dtype],
         })
@@ -386,13 +480,15 @@ def fmt(value, spec: str) -> str:
 def markdown_table(results: list[dict]) -> str:
     """The results as a markdown table, one row per configuration and contender."""
     head = ("| L | B | align | dtype | contender | samples/s median | p90 (slow tail) | compile s "
-            "| peak MiB | GFLOP/s | % of matmul peak | vs torch eager | vs torch.compile |")
+            "| peak MiB | page faults/step | GFLOP/s | % of matmul peak | vs torch eager "
+            "| vs torch.compile |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         rows.append("| " + " | ".join([
             str(r["latent"]), str(r["batch"]), r["align"], r["dtype"], r["contender"],
             f"{r['samples_per_s_median']:,.0f}", f"{r['samples_per_s_p90']:,.0f}",
-            f"{r['first_call_s']:.1f}", fmt(r["peak_mib"], ".0f"), f"{r['gflops']:.1f}",
+            f"{r['first_call_s']:.1f}", fmt(r["peak_mib"], ".0f"),
+            fmt(r.get("page_faults_per_step"), ",.0f"), f"{r['gflops']:.1f}",
             f"{100 * r['peak_fraction']:.1f}", fmt(r["ratio_vs_torch_eager"], ".2f"),
             fmt(r["ratio_vs_torch_compile"], ".2f"),
         ]) + " |")
@@ -428,7 +524,7 @@ def plot(results: list[dict], path: str) -> None:
     panels = sorted({(r["batch"], r["align"], r["dtype"]) for r in results})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, (batch, align, dtype) in zip(axes[0], panels):
-        for name in CONTENDERS:
+        for name in dict.fromkeys(r["contender"] for r in results):
             points = sorted((r["latent"], r["samples_per_s_median"]) for r in results
                             if (r["batch"], r["align"], r["dtype"]) == (batch, align, dtype)
                             and r["contender"] == name)
@@ -465,6 +561,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="compute dtypes (default: float32 on CPU, float32 and bfloat16 on GPU)")
     parser.add_argument("--hidden", type=int, nargs="+", help="MLP hidden sizes (default 400)")
     parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--steps-per-call", type=int, default=None, metavar="K",
+                        help="also time vscjax running K steps per jitted call (lax.scan, batches "
+                             "gathered on the device); with --end-to-end: the K of its third "
+                             "trainer row (default 8)")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="time train.py's own loop (data, step, logging) beside the bare step, "
+                             "for vscjax and a PyTorch DataLoader loop (benchmarks/end_to_end.py)")
+    parser.add_argument("--loader-workers", type=int, default=0,
+                        help="--end-to-end: num_workers of the PyTorch DataLoader (default 0)")
     parser.add_argument("--max-minutes", type=float,
                         help="start no configuration after this many minutes (the rest: skipped)")
     parser.add_argument("--readme-table", action="store_true", help="print the markdown table only")
@@ -483,14 +588,9 @@ def grid_configurations(args) -> list[tuple[int, int, str]]:
             for batch in pick(args.batch, 1) for align in pick(args.align, 2)]
 
 
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    if args.from_json:
-        with open(args.from_json) as f:
-            report = json.load(f)
-        print(markdown_table(report["results"]) if args.readme_table else report_text(report))
-        return
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+def prepare_run(args, log) -> dict:
+    """Fix the process (platform, CPU set), check the devices; returns the run's header
+    (:func:`run_record`: device, threads, provenance, command, date, the quiet check)."""
     threads = configure_process(args.device, args.threads)
     quiet = quiet_check()  # before anything of ours is busy
     log(f"quiet check: {quiet['output']}")
@@ -502,13 +602,52 @@ def main(argv=None) -> None:
         assert jax.device_count() == 1, f"expected one CPU device, got {jax.device_count()}"
     elif not torch.cuda.is_available() or jax.default_backend() != "gpu":
         sys.exit("--device gpu needs jax[cuda] and a CUDA build of torch seeing a GPU")
-    grid = GRIDS[args.grid]
-    hidden = tuple(args.hidden or grid["hidden"])
+    return run_record("benchmarks.throughput", args.device, threads, quiet)
+
+
+def run_dtypes(args) -> list[str]:
+    """The compute dtypes of the run (default: float32 on CPU, float32 and bfloat16 on GPU)."""
+    import torch
+
     dtypes = args.dtype or (["float32"] if args.device == "cpu" else ["float32", "bfloat16"])
     if "bfloat16" in dtypes and args.device == "gpu" and not torch.cuda.is_bf16_supported():
         sys.exit("this GPU does not support bfloat16; pass --dtype float32")
-    out = args.out or os.path.join(REPO_ROOT, "benchmarks", "results", f"{args.device}.json")
+    return dtypes
+
+
+def results_path(args, default_name: str) -> str:
+    """``--out``, or benchmarks/results/<default_name>; its folder is created."""
+    out = args.out or os.path.join(REPO_ROOT, "benchmarks", "results", default_name)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+        if report.get("kind") == "end_to_end":
+            from benchmarks import end_to_end
+
+            print(end_to_end.markdown_table(report["results"]) if args.readme_table
+                  else end_to_end.report_text(report))
+        else:
+            print(markdown_table(report["results"]) if args.readme_table else report_text(report))
+        return
+    if args.steps_per_call is not None and args.steps_per_call < 1:
+        sys.exit(f"--steps-per-call must be >= 1, got {args.steps_per_call}")
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    header = prepare_run(args, log)
+    if args.end_to_end:
+        from benchmarks import end_to_end
+
+        end_to_end.run(args, header, log)
+        return
+    grid = GRIDS[args.grid]
+    hidden = tuple(args.hidden or grid["hidden"])
+    dtypes = run_dtypes(args)
+    out = results_path(args, f"{args.device}.json")
 
     n = grid["matmul_n"][args.device]
     peaks = {dtype: matmul_peak_gflops(n, dtype) for dtype in dtypes}
@@ -525,13 +664,12 @@ def main(argv=None) -> None:
                 continue
             log(f"L={latent} B={batch} align={align} {dtype}")
             r, s = run_configuration(latent, batch, align, dtype, hidden, args.device, schedule,
-                                     peaks, args.contenders, log)
+                                     peaks, args.contenders, log, args.steps_per_call or 1)
             results += r
             skipped += s
 
     report = {
-        **run_record("benchmarks.throughput", args.device, threads, quiet),
-        "grid": args.grid, "hidden": list(hidden), "image_shape": list(IMAGE_SHAPE),
+        **header, "grid": args.grid, "hidden": list(hidden), "image_shape": list(IMAGE_SHAPE),
         "num_classes": NUM_CLASSES, "schedule": schedule,
         "matmul_peak_gflops": peaks, "matmul_peak_n": n, "results": results, "skipped": skipped,
         "notes": [
@@ -542,6 +680,8 @@ def main(argv=None) -> None:
             "peak MiB: vscjax from XLA's memory analysis (arguments + outputs - donated + temporaries); "
             "torch: torch.cuda.max_memory_allocated on GPU (cuBLAS workspaces included), n/a on CPU.",
             "vscjax's step also runs its non-finite guard and grad-norm metric (elementwise, small).",
+            "page faults/step: minor page faults of the process over the timed repeats, per step "
+            "(a fresh page the kernel zero-fills: a temporary buffer allocated anew at each call).",
         ] + (["float32 on GPU: both frameworks run matmuls on TF32 tensor cores (JAX's default "
               "precision; torch.set_float32_matmul_precision('high')), the matmul peak too."]
              if args.device == "gpu" else []),

@@ -292,9 +292,10 @@ def _digits_with_overflow_at(step, config):
     return data.Dataset(images, real.labels, real.num_classes, "digits-overflow")
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 4])  # 4: update 16 is inside the call of updates 15..18
 @pytest.mark.parametrize("policy", ["skip", "stop"])
-def test_nonfinite_loss_policy(tmp_path, monkeypatch, policy):
-    config = load_config("tiny", train__nonfinite=policy)
+def test_nonfinite_loss_policy(tmp_path, monkeypatch, policy, steps_per_call):
+    config = load_config("tiny", train__nonfinite=policy, train__steps_per_call=steps_per_call)
     crafted = _digits_with_overflow_at(16, config)
     real_load = data.load
     monkeypatch.setattr(data, "load", lambda source, name, split, **kw: crafted if split == "train" else real_load(source, name, split, **kw))

@@ -219,6 +219,9 @@ def test_nonfinite_step_is_skipped():
         (dict(train__batch_size=12), "train.batch_size: 12 does not split over 8 devices"),
         (dict(objective__mask="soft"), "objective.mask: 'soft' is not one of"),
         (dict(model__prior="gaussian"), "objective.align_mode: the alignment loss needs spikes"),
+        (dict(train__steps_per_call=0), "train.steps_per_call: must be a positive integer, got 0"),
+        (dict(data__placement="gpu"), "data.placement: 'gpu' is not one of"),
+        (dict(data__device_budget_mib=-1), "data.device_budget_mib: must be >= 0"),
     ],
 )
 def test_impossible_config_values_are_named(overrides, message):

@@ -22,6 +22,7 @@ from vscjax.objective import REGULARISERS, SCHEDULE_KINDS
 ALIGN_MODES = ("off",) + alignment.MODES
 NONFINITE_POLICIES = ("skip", "stop")
 SOURCES = ("digits", "idx", "tfds")
+PLACEMENTS = ("device", "host")
 LR_SCHEDULES = ("constant", "cosine")
 MIRROR_SCHEMES = ("https", "http", "file")
 # Keys whose change makes a checkpoint unusable: resuming with a different value is refused.
@@ -51,7 +52,9 @@ def base_config() -> ml_collections.ConfigDict:
         dir="",  # the IDX folder (or TFDS data_dir); "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>
         mirror="",  # base URL MNIST / Fashion-MNIST download from when missing; "" = canonical
         balanced=False,  # class-balanced batches: B / C samples of every class
-        prefetch=2,  # batches placed on the devices ahead of the step
+        prefetch=2,  # batches placed on the devices ahead of the step (host feeding)
+        placement="device",  # training set on every device (batches gathered there), or "host"
+        device_budget_mib=1024,  # most MiB per device for the resident set; above it: host feeding
     ))
     c.model = ml_collections.ConfigDict(dict(
         architecture="mlp", hidden=(400,), conv_channels=32, latent_dim=200,
@@ -89,6 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=128, num_steps=10_000, log_every=100, eval_every=0,  # 0 = at the end only
         checkpoint_every=1000, max_to_keep=3, eval_batch_size=1000,
         nonfinite="skip",  # skip the update of a non-finite step, or stop the run
+        steps_per_call=1,  # K steps per call of the jitted step (lax.scan); 1 call per step at 1
         plots=True,
         profile_steps=0,  # steps traced with jax.profiler into <workdir>/profile; 0 = none
         profile_start=10,  # the first step traced (after compilation and warm-up)
@@ -132,6 +136,11 @@ def _fail(key: str, message: str) -> None:
 def _check_choice(key: str, value, choices) -> None:
     if value not in choices:
         _fail(key, f"{value!r} is not one of {tuple(choices)}")
+
+
+def _check_positive_int(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        _fail(key, f"must be a positive integer, got {value!r}")
 
 
 def _check_schedule(key: str, spec) -> None:
@@ -185,6 +194,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         if t[key] < 0:
             _fail(f"train.{key}", f"must be >= 0, got {t[key]}")
     _check_choice("train.nonfinite", t.nonfinite, NONFINITE_POLICIES)
+    _check_positive_int("train.steps_per_call", t.steps_per_call)
+    _check_choice("data.placement", config.data.placement, PLACEMENTS)
+    if config.data.device_budget_mib < 0:
+        _fail("data.device_budget_mib", f"must be >= 0, got {config.data.device_budget_mib}")
     if config.optimizer.learning_rate <= 0:
         _fail("optimizer.learning_rate", "must be positive")
     _check_choice("optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES)

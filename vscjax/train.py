@@ -1,11 +1,19 @@
 """Training: the jitted train step, the training loop, and its evaluation and logging.
 
-The train step is a pure function ``(state, batch, key) -> (state, metrics)`` compiled once
-with ``jax.jit`` (state donated), the batch split over the ``("data",)`` mesh and the state
-replicated. The loop reads each step's metrics one step late, so the host never waits on
-the device; it checkpoints periodically and on SIGTERM/SIGINT, and resumes from the newest
-checkpoint in the workdir, reaching bit-identical parameters to an uninterrupted run.
-Evaluation runs through ``vscjax.evaluation_loop``, the loop ``vscjax.evaluate`` uses too.
+The train step is a pure function ``(state, batch, key) -> (state, metrics)``, the batch split
+over the ``("data",)`` mesh and the state replicated. The loop calls it ``train.steps_per_call``
+(K) steps at a time: one jitted call (state donated) runs K steps under ``lax.scan`` and
+returns every step's metrics, so a call costs one dispatch, however small the step. The
+batches come from the host or from the training set resident on the devices
+(``vscjax.feeding``); both give bit-identical runs, and so does every K.
+
+The loop reads each call's metrics one call late, so the host never waits on the device; it
+checkpoints periodically and on SIGTERM/SIGINT, and resumes from the newest checkpoint in the
+workdir, reaching bit-identical parameters to an uninterrupted run. A call is cut short (to
+single steps) where a checkpoint, an evaluation or the last step falls inside it, so those
+happen at their exact step; a stop signal is acted on when the running call ends, and the
+state saved is that of the call's last step. Evaluation runs through
+``vscjax.evaluation_loop``, the loop ``vscjax.evaluate`` uses too.
 """
 
 from __future__ import annotations
@@ -26,8 +34,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vscjax import (data, evaluation_loop, faults, multihost, objective, plots, profiling,
-                    provenance, rng, sharding, trained)
+from vscjax import (data, evaluation_loop, faults, feeding, multihost, objective, plots,
+                    profiling, provenance, resident, rng, sharding, trained)
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_workdir, record_config, validate
 from vscjax.models import VSC
@@ -85,6 +93,36 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
     return train_step
 
 
+def make_multi_step(train_step: Callable) -> Callable:
+    """K train steps in one call: ``(state, inputs, resident_set, key) -> (state, metrics)``.
+
+    The steps run under ``lax.scan``; every metric comes back with a leading [K] axis.
+
+    Args of the returned function:
+      state: the train state (donate it).
+      inputs: host feeding: a list of K batches ({"image": [B, H, W, C], "label": [B]});
+        device feeding: [K, B] int32 indices into ``resident_set``.
+      resident_set: the training set on the devices (``vscjax.resident.ResidentData``), or
+        None for host feeding.
+      key: the training key (each step folds in its own step number).
+    """
+
+    def multi_step(state: TrainState, inputs, resident_set, key: jax.Array):
+        if resident_set is None:
+            steps_inputs = jax.tree.map(lambda *arrays: jnp.stack(arrays), *inputs)  # [K, B, ...]
+        else:
+            steps_inputs = inputs  # [K, B]
+
+        def one_step(state, step_input):
+            batch = (step_input if resident_set is None
+                     else resident.gather_batch(resident_set, step_input))
+            return train_step(state, batch, key)
+
+        return jax.lax.scan(one_step, state, steps_inputs)
+
+    return multi_step
+
+
 class Trainer:
     """The model, data, mesh and compiled steps of one training configuration."""
 
@@ -110,11 +148,16 @@ class Trainer:
         self.batch_sharding = sharding.batch_sharding(self.mesh)
         self.key = rng.key(config.seed, "train")  # step k's noise: fold_in(key, k)
         self.initial_state = jax.device_put(state, self.replicated)
+        # K-step calls take their shardings from their arguments: the key goes where the state is.
+        self.key = jax.device_put(self.key, self.replicated)
+        train_step = make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
+                                     class_major=config.data.balanced)
         self.train_step = jax.jit(
-            make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
-                            class_major=config.data.balanced),
-            in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+            train_step, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
             out_shardings=self.replicated, donate_argnums=0)
+        # The loop's K-step calls; the inputs arrive placed by their feed.
+        self.train_steps = jax.jit(make_multi_step(train_step), out_shardings=self.replicated,
+                                   donate_argnums=0)
 
     def model(self, state: TrainState) -> VSC:
         """The NNX model holding ``state``'s parameters."""
@@ -125,6 +168,11 @@ class Trainer:
         return data.BatchSampler(self.train_data.labels, self.config.train.batch_size,
                                  seed=self.config.seed, num_classes=self.num_classes,
                                  balanced=self.config.data.balanced)
+
+    def feed(self, start_step: int) -> feeding.HostFeed | feeding.DeviceFeed:
+        """The training batches from ``start_step`` on, as ``config.data.placement`` asks."""
+        return feeding.make_feed(self.config.data, self.train_data, self.sampler(), self.mesh,
+                                 start_step)
 
     def abstract_state(self):
         """Shapes, dtypes and shardings of the train state (the restore target)."""
@@ -234,7 +282,7 @@ class _Unlogged:
 
 
 class _StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop checks before each step (then saves, exits);
+    """Turns SIGTERM/SIGINT into a flag the loop checks before each call (then saves, exits);
     inside :meth:`interrupting` the signal interrupts the work at once."""
 
     def __init__(self):
@@ -272,6 +320,28 @@ class _StopSignal:
 
 
 # ----------------------------------------------------------------------------- the loop
+
+
+def call_length(step: int, train_config: ml_collections.ConfigDict) -> int:
+    """Steps of the loop's call that starts at ``step``.
+
+    K (``steps_per_call``) when no checkpoint, evaluation or the last step falls inside the
+    call; otherwise 1, so those land on their exact step and at most two call lengths (K and 1)
+    are ever compiled. With K dividing ``checkpoint_every`` and ``eval_every`` every call
+    before the last ones has K steps.
+
+    Args:
+      step: the call's first step.
+      train_config: the ``config.train`` block.
+
+    Returns:
+      K or 1.
+    """
+    t = train_config
+    stops = [t.num_steps, (step // t.checkpoint_every + 1) * t.checkpoint_every]
+    if t.eval_every:
+        stops.append((step // t.eval_every + 1) * t.eval_every)
+    return t.steps_per_call if step + t.steps_per_call <= min(stops) else 1
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
@@ -312,58 +382,65 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
         cleanup.callback(profiler.stop)
         faults.point("startup")
-        batches = cleanup.enter_context(data.batch_iterator(
-            trainer.train_data, trainer.sampler(), start_step=start,
-            sharding=trainer.batch_sharding, prefetch=config.data.prefetch))
+        feed = cleanup.enter_context(contextlib.closing(trainer.feed(start)))
         interactive = sys.stderr.isatty()  # a log file gets a line every 30 s, not every step
         progress = cleanup.enter_context(tqdm(
             total=t.num_steps, initial=start, unit="step", dynamic_ncols=True,
             mininterval=0.1 if interactive else 30.0,
             disable=start >= t.num_steps or not multihost.is_writer()))
         stop_vote = multihost.StopVote(trainer.mesh)
-        pending = None  # (step, metrics on device) of the previous update: read one step late
+        pending = None  # (first step, metrics [K] on device) of the previous call: read one call late
         tick, tick_step = time.perf_counter(), start
 
-        def report(step, metrics):
-            """Called one update late: the device has the next update queued meanwhile."""
+        def report(first, metrics):
+            """Called one call late: the device has the next call queued meanwhile. The call ran
+            updates first + 1 .. first + K; the record of update k is labelled step k."""
             nonlocal tick, tick_step
-            if t.nonfinite == "stop" and int(metrics["nonfinite"]):
-                raise NonFiniteLossError(
-                    f"step {step}: non-finite loss or gradient (update skipped); the last good "
-                    f"checkpoint is step {checkpoints.latest_step()} in {workdir}")
-            if step == 1 or step % t.log_every == 0 or step == t.num_steps:
-                host = jax.device_get(metrics)
+            end = first + len(metrics["loss"])
+            if t.nonfinite == "stop":
+                bad = np.flatnonzero(jax.device_get(metrics["nonfinite"]))
+                if bad.size:
+                    raise NonFiniteLossError(
+                        f"step {first + bad[0] + 1}: non-finite loss or gradient (update skipped); "
+                        f"the last good checkpoint is step {checkpoints.latest_step()} in {workdir}")
+            logged = [s for s in range(first + 1, end + 1)
+                      if s == 1 or s % t.log_every == 0 or s == t.num_steps]
+            if logged:
+                host = jax.device_get(metrics)  # [K] each
                 now = time.perf_counter()
-                rate = (step - tick_step) * t.batch_size / max(now - tick, 1e-9)
-                tick, tick_step = now, step
-                log.write("train", step, {**host, "samples_per_second": rate})
-                faults.point("logged", step)
-                progress.set_postfix(loss=f"{host['loss']:.2f}", samples_s=f"{rate:,.0f}")
+                rate = (end - tick_step) * t.batch_size / max(now - tick, 1e-9)
+                tick, tick_step = now, end
+                for s in logged:
+                    log.write("train", s, {**{k: v[s - first - 1] for k, v in host.items()},
+                                           "samples_per_second": rate})
+                    faults.point("logged", s)
+                progress.set_postfix(loss=f"{host['loss'][logged[-1] - first - 1]:.2f}",
+                                     samples_s=f"{rate:,.0f}")
 
         stopped = False  # a stop signal reached some process: all stop after the same step
-        for index, batch in batches:  # the batch of update index + 1
-            if index >= t.num_steps:
-                break
+        step = start  # updates done
+        while step < t.num_steps:
             if stop_vote(stop.received is not None):
                 stopped = True
                 break
-            done = index + 1
-            faults.point("step", done)
-            profiler.before_step(index)
-            with profiler.annotate(index):
-                state, metrics = trainer.train_step(state, batch, trainer.key)
-            profiler.after_step(index, state)
+            k = call_length(step, t)
+            faults.point("step", step + 1)
+            profiler.before_step(step)
+            with profiler.annotate(step):
+                state, metrics = trainer.train_steps(state, feed.inputs(step, k), feed.resident,
+                                                     trainer.key)
+            profiler.after_step(step, state)
             if pending is not None:
                 report(*pending)
-            pending = (done, metrics)
-            progress.update(1)
-            if done % t.checkpoint_every == 0:
+            pending = (step, metrics)
+            progress.update(k)
+            step += k
+            if step % t.checkpoint_every == 0:
                 checkpoints.save(state)
-            if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
-                log.write("validation", done, trainer.evaluate(state))
+            if t.eval_every and step % t.eval_every == 0 and step < t.num_steps:
+                log.write("validation", step, trainer.evaluate(state))
         if pending is not None:
             report(*pending)
-        step = int(jax.device_get(state.step))
         if step > start:
             checkpoints.save(state, force=True)
         checkpoints.wait()  # on disk and sealed before the evaluation, which a signal may stop
