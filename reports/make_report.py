@@ -31,7 +31,7 @@ CONFIGS = os.path.join(ROOT, "configs")
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 FASHION = {"data.name": "fashion_mnist"}
 # The weights of the paper's alignment loss, chosen on MNIST's validation split (reports/sweeps/).
-PAIRWISE = {"objective.align_mode": "pairwise", "objective.align_weight.value": 5.0}
+PAIRWISE = {"objective.align_mode": "pairwise", "objective.align_weight.value": 2.0}
 CENTROID = {"objective.align_mode": "centroid", "objective.align_weight.value": 5.0}
 # name -> (label, {data set: (config file, overrides)}); every row is one trained model.
 MODELS = {
