@@ -146,10 +146,10 @@ class Trainer:
             raise ConfigError(f"config key model.architecture: {err} ({d.name})") from None
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharding(self.mesh)
-        self.key = rng.key(config.seed, "train")  # step k's noise: fold_in(key, k)
         self.initial_state = jax.device_put(state, self.replicated)
-        # K-step calls take their shardings from their arguments: the key goes where the state is.
-        self.key = jax.device_put(self.key, self.replicated)
+        # Step k's noise: fold_in(key, k). K-step calls take their shardings from their
+        # arguments, so the key is made where the state is (by every process alike).
+        self.key = jax.jit(lambda: rng.key(config.seed, "train"), out_shardings=self.replicated)()
         train_step = make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
                                      class_major=config.data.balanced)
         self.train_step = jax.jit(
