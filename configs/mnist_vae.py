@@ -3,8 +3,7 @@
     python train.py --config configs/mnist_vae.py --workdir workdir/mnist_vae
 
 configs/mnist_vsc.py with model.prior = "gaussian": MLP 400, L=200, batch 128, 10,000 steps.
-Runtime here (2 CPU cores): about 2 minutes.
-Measured here: test -ELBO 104.2 nats (recon 77.5, KL 26.8), linear probe on mu 93.8%.
+Test-set numbers: reports/README.md.
 """
 
 import os
