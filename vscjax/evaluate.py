@@ -640,7 +640,7 @@ def _num(value, fmt: str = ".2f") -> str:
 def format_report(results: dict) -> str:
     """The results as a readable table."""
     e, s, m = results["elbo"], results["sparsity"], results["model"]
-    leak = f"leak {_num(e['leak'])} nats"
+    leak = "leak n/a" if e["leak"] is None else f"leak {_num(e['leak'])} nats"
     lines = [
         f"{results['workdir']}: step {results['step']}, {results['data']} ({results['num_examples']} "
         f"images), prior {m['prior']}, L={m['latent_dim']}",
