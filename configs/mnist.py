@@ -8,7 +8,8 @@ Same network, prior, sharpness ramp and budget as mnist_vsc.py (MLP 400, L=200, 
 loss, weight 5: the largest same-class Jaccard within 5 nats of plain VSC on the validation
 split (weights 2, 5, 10: 128.06, 131.82, 137.08 nats against VSC's 127.22 at c=10;
 reports/sweeps/). The class-mask prior (mnist_class_prior.py) aligns more at a better bound.
-Test-set numbers: reports/README.md.
+Test set (`python reports/make_report.py`): bound 129.0 nats (VSC 125.0), Jaccard same /
+different class 0.200 / 0.021 (VSC 0.135 / 0.019), no global dimension, probe 94.0%.
 """
 
 import os

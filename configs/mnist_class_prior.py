@@ -11,7 +11,10 @@ sharing 0.05. On the validation split (reports/sweeps/) this is the one setting 
 meets every MNIST target at once: 113.19 nats (VSC: 124.97), Jaccard same / different class
 0.532 / 0.102, one global dimension and a dimension of its own for each of the 10 classes,
 probe 95.2%. Constant c=10 with partial sharing 0.03 bounds better (112.34) with two global
-dimensions, but its different-class Jaccard is 0.237. Test-set numbers: reports/README.md.
+dimensions, but its different-class Jaccard is 0.237.
+Test set (`python reports/make_report.py`): bound 112.4 nats (under the fixed prior 129.7),
+Jaccard 0.542 / 0.101, one global dimension, 47 class-specific ones covering all 10 classes,
+probe 95.5%.
 """
 
 import os

@@ -3,7 +3,7 @@
     python train.py --config configs/mnist_vae.py --workdir workdir/mnist_vae
 
 configs/mnist_vsc.py with model.prior = "gaussian": MLP 400, L=200, batch 128, 10,000 steps.
-Test-set numbers: reports/README.md.
+Test set (`python reports/make_report.py`): -ELBO 104.7 nats, probe on mu 93.2%.
 """
 
 import os

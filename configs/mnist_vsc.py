@@ -8,7 +8,9 @@ first use); Bernoulli likelihood, one hidden layer of 400, L=200, alpha=0.01, fi
 batch 128, 10,000 steps, Adam 1e-3; straight-through spikes whose sharpness c rises
 exponentially from 1 to 30 over training. Validation bound (reports/sweeps/): 124.97 nats,
 against 127.22 for the best constant c (10) and 126.04 for a ramp from 3. Runtime here (2 CPU
-cores): about a minute of training. Test-set numbers: reports/README.md.
+cores): about a minute of training.
+Test set (`python reports/make_report.py`): bound 125.0 nats, 3.4 confident dims, Jaccard
+same / different class 0.135 / 0.019, probe 93.6%.
 """
 
 from vscjax.config import base_config, schedule

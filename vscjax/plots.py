@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import textwrap
 
 import matplotlib
 
@@ -157,8 +158,9 @@ def image_rows(grid: np.ndarray, path: str, *, row_labels, column_labels=None, t
         ax.set_xticks(np.arange(cols) * cell_w + cell_w / 2 - 1, list(column_labels), fontsize=6)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    if title:
-        fig.suptitle(title, fontsize=7, y=1 - 4 / height, va="top")
+    if title:  # wrapped to the figure's width (about 5.5 pixels a character at this size)
+        fig.suptitle(textwrap.fill(title, max(20, int(width / 5.5))), fontsize=7,
+                     y=1 - 4 / height, va="top")
     return _save(fig, path, tight=False)
 
 
