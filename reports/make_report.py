@@ -67,23 +67,6 @@ def run_one(config_file: str, overrides: dict, workdir: str) -> dict:
     return evaluate.evaluate_workdir(workdir, split="test")
 
 
-def row(results: dict) -> dict:
-    """The report's columns from an eval.json."""
-    e, s = results["elbo"], results["sparsity"]
-    cc, act = results["class_consistency"], results["class_activation"]
-    pick = lambda name, kind: cc[name][kind] if cc else None  # noqa: E731
-    return dict(
-        bound=e["exact_neg_elbo"], fixed_prior=e["fixed_prior_exact_neg_elbo"], leak=e["leak"],
-        expected_active=s["expected_active"], confident=s["active_count"],
-        jaccard_same=pick("jaccard", "same"), jaccard_different=pick("jaccard", "different"),
-        soft_same=pick("soft_jaccard", "same"), soft_different=pick("soft_jaccard", "different"),
-        specific_same=pick("class_specific_jaccard", "same"),
-        specific_different=pick("class_specific_jaccard", "different"),
-        num_global=act["num_global"] if act else None,
-        specific_count=act["specific_count"] if act else None,
-        probe=results["linear_probe"]["accuracy"])
-
-
 def _f(value, spec=".1f"):
     return "n/a" if value is None else format(value, spec)
 
@@ -93,7 +76,7 @@ def _pair(a, b, spec=".3f"):
 
 
 def results_table(rows: dict) -> list[str]:
-    """Markdown rows of one data set's comparison (rows: label -> row())."""
+    """Markdown rows of one data set's comparison (rows: label -> evaluate.headline())."""
     lines = ["| model | bound on -log p(x) | fixed-prior exact -ELBO | leak | confident dims | "
              "Jaccard same / diff | soft Jaccard same / diff | class-specific Jaccard same / diff | "
              "global dims | class-specific dims (classes with one) | probe |",
@@ -115,7 +98,7 @@ def _check(name: str, value: float, target: str, met: bool) -> str:
 
 
 def targets_table(results: dict) -> list[str]:
-    """Each target against its measured value (results: dataset -> model -> row())."""
+    """Each target against its measured value (results: dataset -> model -> evaluate.headline())."""
     lines = ["| target | measured | goal | |", "| --- | --- | --- | --- |"]
     mnist = results.get("mnist", {})
     if "vsc" in mnist:
@@ -180,7 +163,7 @@ def main() -> None:
         for model, (label, variants) in MODELS.items():
             workdir = os.path.join(args.root, f"{dataset}_{model}")
             raw[f"{dataset}_{model}"] = run_one(*variants[dataset], workdir)
-            results[dataset][model] = row(raw[f"{dataset}_{model}"])
+            results[dataset][model] = evaluate.headline(raw[f"{dataset}_{model}"])
             print(f"{title}, {label}: bound {results[dataset][model]['bound']:.2f}", flush=True)
         for model, name in FIGURES:
             src = os.path.join(args.root, f"{dataset}_{model}", "plots", name)
@@ -189,7 +172,7 @@ def main() -> None:
     if not args.skip_large_latent:
         name, label, config_file = LARGE_LATENT
         raw[name] = run_one(config_file, {}, os.path.join(args.root, name))
-        results[name] = row(raw[name])
+        results[name] = evaluate.headline(raw[name])
         for plot in ("class_activation.png", "class_masks.png"):
             src = os.path.join(args.root, name, "plots", plot)
             if os.path.exists(src):

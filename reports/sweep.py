@@ -62,16 +62,14 @@ def run_name(setting: dict) -> str:
 
 def row(name: str, results: dict) -> dict:
     """The table's columns from an eval_validation.json."""
-    e, s = results["elbo"], results["sparsity"]
-    cc, act, probe = results["class_consistency"], results["class_activation"], results["linear_probe"]
-    jac = cc["jaccard"] if cc else {}
-    spec = act["specific_count"] if act else []
-    return dict(setting=name, bound=e["exact_neg_elbo"], fixed_prior_elbo=e["fixed_prior_exact_neg_elbo"],
-                leak=e["leak"], expected_active=s["expected_active"], active=s["active_count"],
-                jaccard_same=jac.get("same"), jaccard_different=jac.get("different"),
-                num_global=act["num_global"] if act else None,
-                classes_with_specific=sum(1 for n in spec if n) if act else None,
-                probe=probe["accuracy"])
+    h = evaluate.headline(results)
+    specific = h["specific_count"]
+    return dict(setting=name, bound=h["bound"], fixed_prior_elbo=h["fixed_prior"], leak=h["leak"],
+                expected_active=h["expected_active"], active=h["confident"],
+                jaccard_same=h["jaccard_same"], jaccard_different=h["jaccard_different"],
+                num_global=h["num_global"],
+                classes_with_specific=None if specific is None else sum(1 for n in specific if n),
+                probe=h["probe"])
 
 
 def _check_same_run(workdir: str, config) -> None:

@@ -381,9 +381,7 @@ def _elbo_section(terms: dict, config, step: int, spikes: bool, iw: np.ndarray |
     mean = lambda name: float(np.mean(terms[name], dtype=np.float64))  # noqa: E731
     prior = config.model.prior
     learned = prior in ("class_mask", "pseudo_inputs")
-    # The leak means something only for a model trained on the relaxed sample: a model trained
-    # on hard spikes (straight-through) has nowhere to hide information.
-    relaxed_training = spikes and config.objective.mask == "relaxed"
+    relaxed_training = spikes and objective.leak_applies(config.objective)
     return dict(
         exact_neg_elbo=mean("exact"), bound_definition=BOUND_DEFINITIONS[prior],
         recon=mean("recon"), slab_kl=mean("slab_kl"),
@@ -436,6 +434,25 @@ def _notes(config, spikes: bool, leak, iw_samples: int) -> list[str]:
                      "dimensions whose spikes are off, so the sparsity and class-consistency "
                      "numbers are unreliable")
     return notes
+
+
+def headline(results: dict) -> dict:
+    """The numbers a report row shows, from :func:`evaluate_workdir`'s results (an eval.json):
+    the bound, the fixed-prior ELBO, the leak, active dims, Jaccard pairs, global and
+    class-specific dims and the probe; None where a number does not apply to the model."""
+    e, s = results["elbo"], results["sparsity"]
+    cc, act = results["class_consistency"], results["class_activation"]
+    pick = lambda name, kind: cc[name][kind] if cc else None  # noqa: E731
+    return dict(
+        bound=e["exact_neg_elbo"], fixed_prior=e["fixed_prior_exact_neg_elbo"], leak=e["leak"],
+        expected_active=s["expected_active"], confident=s["active_count"],
+        jaccard_same=pick("jaccard", "same"), jaccard_different=pick("jaccard", "different"),
+        soft_same=pick("soft_jaccard", "same"), soft_different=pick("soft_jaccard", "different"),
+        specific_same=pick("class_specific_jaccard", "same"),
+        specific_different=pick("class_specific_jaccard", "different"),
+        num_global=act["num_global"] if act else None,
+        specific_count=act["specific_count"] if act else None,
+        probe=results["linear_probe"]["accuracy"])
 
 
 def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 5000,

@@ -292,6 +292,12 @@ def loss_and_metrics(model: VSC, batch: dict, key, step, objective, num_classes:
     return loss, metrics
 
 
+def leak_applies(objective_config) -> bool:
+    """Whether the leak (exact minus relaxed -ELBO) means anything for a model trained under
+    ``objective_config``: only on the relaxed sample can information pass a closed spike."""
+    return objective_config.mask == "relaxed"
+
+
 def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
     """Every model's exact bound on -log p(x) (hard spikes), the relaxed one, and their parts.
 

@@ -191,8 +191,7 @@ class Trainer:
                                            mesh=self.mesh)
         means = {k: v for k, v in evaluation_loop.mean_terms(terms).items()
                  if not np.isnan(v)}  # terms that do not apply to this prior are NaN
-        if self.config.objective.mask != "relaxed":
-            # Trained on hard spikes, nothing passes a closed spike: the leak does not apply.
+        if not objective.leak_applies(self.config.objective):
             means.pop("leak", None)
         return {"exact_neg_elbo": means.pop("exact"), "relaxed_neg_elbo": means.pop("relaxed"), **means}
 
