@@ -13,14 +13,14 @@ The run times above are estimates from the sizes, not measurements.
 Contenders, on the same MNIST-shaped random data (28x28x1, 10 classes) already on the device
 and the same initial weights:
 
-* ``vscjax``: the library's own ``vscjax.train.make_train_step`` (forward, backward, Adam,
+* ``vscjax``: the library's own ``vscjax.train_step.make_train_step`` (forward, backward, Adam,
   non-finite guard) on the state of ``vscjax.state.initial_state``, jitted with the state
   donated, as training runs it; mask "relaxed".
 * ``torch eager``: ``benchmarks.torch_reference.make_train_step`` (forward, backward,
   ``torch.optim.Adam``), the same model, relaxed sample, KL and alignment loss.
 * ``torch.compile``: the same step under ``torch.compile`` (torch splits it at the backward
   and inside ``optimizer.step``; every piece is compiled).
-* ``vscjax K steps/call`` (with ``--steps-per-call K``): ``vscjax.train.make_multi_step``, K
+* ``vscjax K steps/call`` (with ``--steps-per-call K``): ``vscjax.train_step.make_multi_step``, K
   steps per jitted call under ``lax.scan``, each gathering its batch from a set resident on the
   device, as the trainer runs with ``data.placement="device"`` and ``train.steps_per_call=K``;
   its time is per step.
@@ -236,15 +236,14 @@ def vscjax_config(latent: int, batch: int, align: str, dtype: str, hidden):
 
 def vscjax_contender(graphdef, state, tx, config, images, labels, *,
                      class_major: bool = False) -> Contender:
-    """vscjax.train.make_train_step, jitted with the state donated (compiled on first call).
+    """vscjax.train_step.make_train_step, jitted with the state donated (compiled on first call).
 
     ``class_major``: the labels are class-balanced in class-major order, and the pairwise
     alignment loss compares pairs only within class blocks (as training on balanced batches).
     """
     import jax
-    import jax.numpy as jnp
 
-    from vscjax.train import make_train_step
+    from vscjax.train_step import make_train_step
 
     train_step = jax.jit(make_train_step(graphdef, tx, config.objective, NUM_CLASSES,
                                          class_major=class_major), donate_argnums=0)
@@ -278,7 +277,7 @@ def jitted_contender(jitted, state, args: tuple, steps_per_call: int = 1) -> Con
 
 def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
                                 steps_per_call: int) -> Contender:
-    """``vscjax.train.make_multi_step``: ``steps_per_call`` steps per jitted call, each
+    """``vscjax.train_step.make_multi_step``: ``steps_per_call`` steps per jitted call, each
     gathering its batch from the set on the device (``vscjax.resident``), as the trainer runs
     them with ``data.placement="device"`` and ``train.steps_per_call``; the batch is the same
     ``images`` every step."""
@@ -286,7 +285,7 @@ def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
     import numpy as np
 
     from vscjax import resident
-    from vscjax.train import make_multi_step, make_train_step
+    from vscjax.train_step import make_multi_step, make_train_step
 
     train_steps = jax.jit(make_multi_step(make_train_step(graphdef, tx, config.objective,
                                                          NUM_CLASSES)), donate_argnums=0)

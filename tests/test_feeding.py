@@ -12,7 +12,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from helpers import assert_trees_equal, load_config
-from vscjax import data, feeding, resident, sharding, train
+from vscjax import data, feeding, resident, sharding, train, train_step
 from vscjax.checkpoints import Checkpoints
 
 
@@ -156,8 +156,8 @@ def test_multi_step_compiles_once_per_call_length():
     config = load_config("tiny", train__steps_per_call=4, train__num_steps=30)
     trainer = train.Trainer(config)
     step_fn = chex.assert_max_traces(
-        train.make_train_step(trainer.graphdef, trainer.tx, config.objective, trainer.num_classes), n=2)
-    steps = jax.jit(train.make_multi_step(step_fn), donate_argnums=0)
+        train_step.make_train_step(trainer.graphdef, trainer.tx, config.objective, trainer.num_classes), n=2)
+    steps = jax.jit(train_step.make_multi_step(step_fn), donate_argnums=0)
     feed = trainer.feed(0)
     state, step = trainer.initial_state, 0
     for end in _call_ends(config.train):  # calls of 4 and of 1 step

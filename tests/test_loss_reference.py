@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 import numpy_reference as ref
-from vscjax import objective, train
+from vscjax import objective, train_step
 from vscjax.config import base_config, schedule
 from vscjax.models import VSC
 from vscjax.state import TrainState
@@ -118,7 +118,7 @@ def test_train_step_applies_the_gradient_of_the_float64_reference(name):
     case, config, model, images, labels = _setup(name)
     graphdef, params = nnx.split(model)
     tx = optax.sgd(1.0)
-    step = jax.jit(train.make_train_step(graphdef, tx, config, NUM_CLASSES, class_major=case["class_major"]))
+    step = jax.jit(train_step.make_train_step(graphdef, tx, config, NUM_CLASSES, class_major=case["class_major"]))
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.int32(STEP),
                        nonfinite_steps=jnp.int32(0))
     key = jax.random.key(3)

@@ -11,8 +11,8 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import REPO_ROOT, assert_trees_equal, check_record, load_config, saved_state
-from vscjax import data, sharding, train
+from helpers import assert_trees_equal, check_record, load_config, saved_state
+from vscjax import data, sharding, train, train_step
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.state import TrainState
@@ -176,7 +176,7 @@ def _one_step(mesh, config, batch):
     params = trainer.initial_state.params
     state = TrainState(params=params, opt_state=tx.init(params), step=jnp.int32(0),
                        nonfinite_steps=jnp.int32(0))
-    step = jax.jit(train.make_train_step(trainer.graphdef, tx, config.objective, trainer.num_classes))
+    step = jax.jit(train_step.make_train_step(trainer.graphdef, tx, config.objective, trainer.num_classes))
     new_state, metrics = step(state, sharding.shard_batch(batch, mesh), trainer.key)
     return jax.device_get(jax.tree.map(jnp.subtract, params, new_state.params)), jax.device_get(metrics)
 
@@ -199,7 +199,7 @@ def test_train_step_compiles_once():
     config = load_config("tiny")
     trainer = train.Trainer(config)
     step_fn = chex.assert_max_traces(
-        train.make_train_step(trainer.graphdef, trainer.tx, config.objective, trainer.num_classes), n=1)
+        train_step.make_train_step(trainer.graphdef, trainer.tx, config.objective, trainer.num_classes), n=1)
     jitted = jax.jit(step_fn, donate_argnums=0)
     state = trainer.initial_state
     sampler = trainer.sampler()

@@ -62,7 +62,7 @@ def map_batches(fn: Callable, params, arrays: Sequence[np.ndarray], *, batch_siz
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "seed", "alpha"))
-def _batch_eval_terms(params, batch_index, images, labels, c, *, graphdef, seed, alpha):
+def batch_eval_terms(params, batch_index, images, labels, c, *, graphdef, seed, alpha):
     """``objective.eval_terms`` of one batch with its evaluation noise: dict of [B]."""
     key = jax.random.fold_in(objective.eval_key(seed), batch_index)
     return objective.eval_terms(nnx.merge(graphdef, params), images, labels, key, c=c, alpha=alpha)
@@ -84,7 +84,7 @@ def elbo_terms(graphdef, params, config, images: np.ndarray, labels: np.ndarray,
     Returns:
       dict of [N] numpy arrays (see ``objective.eval_terms``).
     """
-    fn = functools.partial(_batch_eval_terms, graphdef=graphdef, seed=config.seed,
+    fn = functools.partial(batch_eval_terms, graphdef=graphdef, seed=config.seed,
                            alpha=config.objective.alpha)
     c = float(objective.schedule_value(config.objective.c, step))
     return map_batches(lambda p, i, x, y: fn(p, i, x, y, c), params, (images, labels),

@@ -90,7 +90,8 @@ class DeviceFeed:
 
 
 def make_feed(data_config: ml_collections.ConfigDict, dataset: data.Dataset,
-              sampler: data.BatchSampler, mesh: Mesh, start_step: int) -> HostFeed | DeviceFeed:
+              sampler: data.BatchSampler, mesh: Mesh, start_step: int, *,
+              encoded: tuple[np.ndarray, np.ndarray | None] | None = None) -> HostFeed | DeviceFeed:
     """The feed that ``data_config.placement`` asks for, falling back to host feeding when the
     encoded training set would take more than ``data_config.device_budget_mib`` per device.
 
@@ -98,17 +99,19 @@ def make_feed(data_config: ml_collections.ConfigDict, dataset: data.Dataset,
       data_config: the ``config.data`` block (placement, device_budget_mib, prefetch).
       dataset: the training set (host memory).
       sampler: its batch sampler.
-      mesh: the ``("data",)`` mesh of the run.
+      mesh: the run's mesh.
       start_step: the first step the loop will ask for.
+      encoded: ``resident.encode_pixels(dataset.images)`` when the caller has it already.
 
     Returns:
       A :class:`DeviceFeed` or a :class:`HostFeed`; ``close()`` it when done.
     """
     budget = data_config.device_budget_mib * MIB
-    at_least = dataset.images.size + dataset.labels.nbytes  # uint8 pixels: the least it can take
+    num, shape = len(dataset.labels), dataset.images.shape[1:]
+    at_least = resident.device_bytes(num, shape, 1)  # uint8 pixels: the least it can take
     if data_config.placement == "device" and at_least <= budget:
-        codes, levels = resident.encode_pixels(dataset.images)
-        size = resident.device_bytes(codes, levels, dataset.labels)
+        codes, levels = encoded if encoded is not None else resident.encode_pixels(dataset.images)
+        size = resident.device_bytes(num, shape, None if levels is None else len(levels))
         if size <= budget:
             logging.info("training set on the devices: %.1f MiB per device (%s pixels)",
                          size / MIB, "uint8" if levels is not None else "float32")

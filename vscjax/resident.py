@@ -60,9 +60,13 @@ def encode_pixels(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return codes, levels
 
 
-def device_bytes(images: np.ndarray, levels: np.ndarray | None, labels: np.ndarray) -> int:
-    """Bytes that one device holds for a resident set of these arrays (see :func:`place`)."""
-    return images.nbytes + labels.nbytes + (0 if levels is None else levels.nbytes)
+def device_bytes(num_images: int, image_shape, pixel_levels: int | None) -> int:
+    """Bytes one device holds for a resident set (see :func:`place`): uint8 codes and their
+    table when the set has ``pixel_levels`` <= 256 distinct values (None: float32 pixels), and
+    int32 labels."""
+    pixel_bytes = 1 if pixel_levels else 4
+    pixels = num_images * int(np.prod(image_shape, dtype=np.int64))
+    return pixels * pixel_bytes + 4 * num_images + 4 * (pixel_levels or 0)
 
 
 def place(images: np.ndarray, levels: np.ndarray | None, labels: np.ndarray,

@@ -25,13 +25,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from vscjax import (data, evaluation_loop, faults, feeding, multihost, objective, plots,
@@ -39,88 +36,13 @@ from vscjax import (data, evaluation_loop, faults, feeding, multihost, objective
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_workdir, record_config, validate
 from vscjax.models import VSC
-from vscjax.state import TrainState, abstract, initial_state
+from vscjax.program import DataSpec, TrainProgram
+from vscjax.state import TrainState
 
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised under ``train.nonfinite = "stop"`` when a step's loss or gradient is not finite."""
-
-
-def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
-                    class_major: bool = False) -> Callable:
-    """The pure train step ``(state, batch, key) -> (state, metrics)`` (not yet jitted).
-
-    The step's noise is ``fold_in(key, state.step)``. A step whose loss or any gradient is
-    not finite leaves parameters and optimizer state unchanged and counts itself in
-    ``nonfinite_steps``; its metrics carry ``nonfinite = 1`` (read one step late by the loop).
-    """
-
-    def train_step(state: TrainState, batch: dict, key: jax.Array):
-        step_key = jax.random.fold_in(key, state.step)
-
-        def loss_fn(params):
-            model = nnx.merge(graphdef, params)
-            return objective.loss_and_metrics(model, batch, step_key, state.step,
-                                              objective_config, num_classes, class_major=class_major)
-
-        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grad_norm = optax.tree.norm(grads)
-        # One reduction decides (a non-finite gradient makes the norm non-finite); the update
-        # runs under cond, so a finite step costs no extra select pass over the state.
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-        def apply(operands):
-            grads, opt_state, params = operands
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state
-
-        def skip(operands):
-            _, opt_state, params = operands
-            return params, opt_state
-
-        params, opt_state = jax.lax.cond(finite, apply, skip, (grads, state.opt_state, state.params))
-        metrics["grad_norm"] = grad_norm
-        metrics["nonfinite"] = (~finite).astype(jnp.int32)
-        new_state = TrainState(
-            params=params,
-            opt_state=opt_state,
-            step=state.step + 1,
-            nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
-        )
-        return new_state, metrics
-
-    return train_step
-
-
-def make_multi_step(train_step: Callable) -> Callable:
-    """K train steps in one call: ``(state, inputs, resident_set, key) -> (state, metrics)``.
-
-    The steps run under ``lax.scan``; every metric comes back with a leading [K] axis.
-
-    Args of the returned function:
-      state: the train state (donate it).
-      inputs: host feeding: a list of K batches ({"image": [B, H, W, C], "label": [B]});
-        device feeding: [K, B] int32 indices into ``resident_set``.
-      resident_set: the training set on the devices (``vscjax.resident.ResidentData``), or
-        None for host feeding.
-      key: the training key (each step folds in its own step number).
-    """
-
-    def multi_step(state: TrainState, inputs, resident_set, key: jax.Array):
-        if resident_set is None:
-            steps_inputs = jax.tree.map(lambda *arrays: jnp.stack(arrays), *inputs)  # [K, B, ...]
-        else:
-            steps_inputs = inputs  # [K, B]
-
-        def one_step(state, step_input):
-            batch = (step_input if resident_set is None
-                     else resident.gather_batch(resident_set, step_input))
-            return train_step(state, batch, key)
-
-        return jax.lax.scan(one_step, state, steps_inputs)
-
-    return multi_step
 
 
 class Trainer:
@@ -140,24 +62,19 @@ class Trainer:
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
+        self._encoded = resident.encode_pixels(self.train_data.images)  # (codes, levels)
         try:
-            self.graphdef, state, self.tx = initial_state(config, self.image_shape, self.num_classes)
+            self.program = TrainProgram(config, DataSpec.of(self.train_data, self._encoded[1]),
+                                        self.mesh)
         except ValueError as err:  # the model cannot take this data, e.g. conv on 8x8 images
             raise ConfigError(f"config key model.architecture: {err} ({d.name})") from None
-        self.replicated = sharding.replicated(self.mesh)
-        self.batch_sharding = sharding.batch_sharding(self.mesh)
-        self.initial_state = jax.device_put(state, self.replicated)
-        # Step k's noise: fold_in(key, k). K-step calls take their shardings from their
-        # arguments, so the key is made where the state is (by every process alike).
-        self.key = jax.jit(lambda: rng.key(config.seed, "train"), out_shardings=self.replicated)()
-        train_step = make_train_step(self.graphdef, self.tx, config.objective, self.num_classes,
-                                     class_major=config.data.balanced)
-        self.train_step = jax.jit(
-            train_step, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
-            out_shardings=self.replicated, donate_argnums=0)
-        # The loop's K-step calls; the inputs arrive placed by their feed.
-        self.train_steps = jax.jit(make_multi_step(train_step), out_shardings=self.replicated,
-                                   donate_argnums=0)
+        self.graphdef, self.tx = self.program.graphdef, self.program.tx
+        self.replicated = self.program.replicated
+        self.batch_sharding = self.program.batch_sharding
+        self.initial_state = self.program.initial_state()
+        self.key = self.program.key()
+        self.train_step = self.program.train_step
+        self.train_steps = self.program.train_steps  # the loop's K-step calls
 
     def model(self, state: TrainState) -> VSC:
         """The NNX model holding ``state``'s parameters."""
@@ -172,11 +89,11 @@ class Trainer:
     def feed(self, start_step: int) -> feeding.HostFeed | feeding.DeviceFeed:
         """The training batches from ``start_step`` on, as ``config.data.placement`` asks."""
         return feeding.make_feed(self.config.data, self.train_data, self.sampler(), self.mesh,
-                                 start_step)
+                                 start_step, encoded=self._encoded)
 
     def abstract_state(self):
         """Shapes, dtypes and shardings of the train state (the restore target)."""
-        return abstract(self.initial_state, self.replicated)
+        return self.program.abstract_state()
 
     def evaluate(self, state: TrainState, dataset: data.Dataset | None = None) -> dict:
         """Exact (hard-spike) and relaxed negative ELBO, the leak (relaxed training only) and

@@ -1,0 +1,189 @@
+"""The compiled program of a training configuration, built from its config and a description of
+its data alone: no data read, no parameter allocated.
+
+:class:`TrainProgram` holds what ``train.py`` runs (the K-step training call, the one-step call
+and the evaluation step, each a ``jax.jit`` function) together with the shapes, dtypes and
+shardings of their arguments. The trainer (``vscjax.train``) runs it on real arrays;
+``vscjax.aot`` lowers and compiles the very same functions on abstract arguments for a TPU
+slice this machine does not have. A program needs of its data only a :class:`DataSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vscjax import evaluation_loop, feeding, resident, rng, sharding
+from vscjax.models import build_model
+from vscjax.state import TrainState, make_optimizer
+from vscjax.train_step import make_multi_step, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """What a training program needs to know of its training data.
+
+    Attributes:
+      name: the data set's name.
+      image_shape: (H, W, C).
+      num_classes: C.
+      num_train: images in the training split (validation held out).
+      pixel_levels: the number of distinct pixel values when at most 256 (the set is then held
+        on the devices as uint8 codes, ``vscjax.resident``), else None (float32 pixels).
+    """
+
+    name: str
+    image_shape: tuple[int, ...]
+    num_classes: int
+    num_train: int
+    pixel_levels: int | None
+
+    @classmethod
+    def of(cls, dataset, levels: np.ndarray | None) -> DataSpec:
+        """The spec of a loaded training set (``vscjax.data.Dataset``) whose pixels
+        ``resident.encode_pixels`` coded with the table ``levels`` (None: not codable)."""
+        return cls(dataset.name, tuple(dataset.images.shape[1:]), dataset.num_classes,
+                   len(dataset.labels), None if levels is None else len(levels))
+
+
+def abstract_model(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int):
+    """(graphdef, abstract parameters) of ``config``'s model: shapes and dtypes, nothing allocated."""
+    model = nnx.eval_shape(lambda: build_model(config.model, tuple(image_shape), num_classes,
+                                               alpha=config.objective.alpha,
+                                               key=rng.key(config.seed, "init")))
+    return nnx.split(model)
+
+
+class TrainProgram:
+    """The jitted functions of one training configuration on one mesh, and their argument specs.
+
+    Attributes:
+      config: the run's config.
+      data: the :class:`DataSpec` of its training set.
+      mesh: the device mesh (every device of every process).
+      graphdef: the model's graph definition.
+      tx: the optimizer.
+      replicated: the sharding of parameters, optimizer state, keys and scalars.
+      batch_sharding: the sharding of a batch (rows split over ``"data"``).
+      train_step: one step ``(state, batch, key) -> (state, metrics)``, the batch fed from the
+        host (state donated).
+      train_steps: the loop's call ``(state, inputs, resident_set, key) -> (state, metrics [K])``
+        (``vscjax.train_step.make_multi_step``; state donated).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, data: DataSpec, mesh: Mesh):
+        self.config = config
+        self.data = data
+        self.mesh = mesh
+        self.graphdef, self._abstract_params = abstract_model(config, data.image_shape,
+                                                              data.num_classes)
+        self.tx = make_optimizer(config.optimizer, config.train.num_steps)
+        self.replicated = sharding.replicated(mesh)
+        self.batch_sharding = sharding.batch_sharding(mesh)
+        step = make_train_step(self.graphdef, self.tx, config.objective, data.num_classes,
+                               class_major=config.data.balanced)
+        self.train_step = jax.jit(
+            step, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
+            out_shardings=self.replicated, donate_argnums=0)
+        # The inputs arrive placed by their feed; the outputs go where the state lives.
+        self.train_steps = jax.jit(make_multi_step(step), out_shardings=self.replicated,
+                                   donate_argnums=0)
+
+    # ------------------------------------------------------------------------- state
+
+    def _init(self) -> TrainState:
+        model = build_model(self.config.model, self.data.image_shape, self.data.num_classes,
+                            alpha=self.config.objective.alpha, key=rng.key(self.config.seed, "init"))
+        params = nnx.state(model)
+        return TrainState(params=params, opt_state=self.tx.init(params), step=jnp.int32(0),
+                          nonfinite_steps=jnp.int32(0))
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and shardings of the train state: a restore or compile target."""
+        shapes = jax.eval_shape(self._init)
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+                            shapes)
+
+    def initial_state(self) -> TrainState:
+        """The train state at step 0, made on the devices where it lives (every process alike)."""
+        return jax.jit(self._init, out_shardings=self.replicated)()
+
+    def abstract_params(self):
+        """Shapes and dtypes of the model's parameters (no shardings)."""
+        return self._abstract_params
+
+    def key(self) -> jax.Array:
+        """The training key, made where the state is: step k's noise is ``fold_in(key, k)``."""
+        return jax.jit(lambda: rng.key(self.config.seed, "train"), out_shardings=self.replicated)()
+
+    def abstract_key(self) -> jax.ShapeDtypeStruct:
+        """Shape, dtype and sharding of :meth:`key`."""
+        shape = jax.eval_shape(lambda: rng.key(self.config.seed, "train"))
+        return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=self.replicated)
+
+    # ------------------------------------------------------------------------- feeding
+
+    def feed_placement(self) -> tuple[str, int]:
+        """("device", bytes per device of the resident set) or ("host", 0), as the trainer's feed
+        decides for this data (``vscjax.feeding.make_feed``)."""
+        d = self.data
+        size = resident.device_bytes(d.num_train, d.image_shape, d.pixel_levels)
+        if self.config.data.placement == "device" and size <= self.config.data.device_budget_mib * feeding.MIB:
+            return "device", size
+        return "host", 0
+
+    def abstract_call_inputs(self, num_steps: int):
+        """(inputs, resident_set) of a K-step call, as shapes, dtypes and shardings.
+
+        Device feeding: [K, B] int32 indices and the resident set (replicated); host feeding: K
+        batches ({"image": [B, H, W, C] float32, "label": [B] int32}) and None.
+        """
+        d, b = self.data, self.config.train.batch_size
+        if self.feed_placement()[0] == "host":
+            batch = {"image": jax.ShapeDtypeStruct((b, *d.image_shape), jnp.float32,
+                                                   sharding=self.batch_sharding),
+                     "label": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=self.batch_sharding)}
+            return [batch] * num_steps, None
+        spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=self.replicated)  # noqa: E731
+        images = spec((d.num_train, *d.image_shape), jnp.uint8 if d.pixel_levels else jnp.float32)
+        levels = spec((d.pixel_levels,), jnp.float32) if d.pixel_levels else None
+        resident_set = resident.ResidentData(images, levels, spec((d.num_train,), jnp.int32))
+        indices = jax.ShapeDtypeStruct((num_steps, b), jnp.int32,
+                                       sharding=NamedSharding(self.mesh, PartitionSpec(None, sharding.DATA_AXIS)))
+        return indices, resident_set
+
+    # ------------------------------------------------------------------------- evaluation
+
+    def eval_terms(self):
+        """The evaluation step ``(params, batch_index, images, labels, c) -> dict of [B]``
+        (``vscjax.evaluation_loop``), for a batch of ``train.eval_batch_size``."""
+        return functools.partial(evaluation_loop.batch_eval_terms, graphdef=self.graphdef,
+                                 seed=self.config.seed, alpha=self.config.objective.alpha)
+
+    def abstract_eval_inputs(self):
+        """(params, batch_index, images, labels, c) of the evaluation step, abstract."""
+        b, d = self.config.train.eval_batch_size, self.data
+        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
+                              self.abstract_state().params)
+        scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=self.replicated)  # noqa: E731
+        return (params, scalar(jnp.int32),
+                jax.ShapeDtypeStruct((b, *d.image_shape), jnp.float32, sharding=self.batch_sharding),
+                jax.ShapeDtypeStruct((b,), jnp.int32, sharding=self.batch_sharding),
+                scalar(jnp.float32))
+
+
+def leaf_bytes_per_device(tree) -> int:
+    """Bytes one device holds of a pytree of ``jax.ShapeDtypeStruct`` with shardings."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+        total += int(np.prod(shape, dtype=np.int64)) * jnp.dtype(leaf.dtype).itemsize
+    return total
