@@ -11,7 +11,6 @@ slice this machine does not have. A program needs of its data only a :class:`Dat
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 
 import jax
@@ -21,7 +20,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vscjax import evaluation_loop, feeding, resident, rng, sharding
+from vscjax import feeding, resident, rng, sharding
 from vscjax.models import build_model
 from vscjax.state import TrainState, make_optimizer
 from vscjax.train_step import make_multi_step, make_train_step
@@ -162,14 +161,10 @@ class TrainProgram:
 
     # ------------------------------------------------------------------------- evaluation
 
-    def eval_terms(self):
-        """The evaluation step ``(params, batch_index, images, labels, c) -> dict of [B]``
-        (``vscjax.evaluation_loop``), for a batch of ``train.eval_batch_size``."""
-        return functools.partial(evaluation_loop.batch_eval_terms, graphdef=self.graphdef,
-                                 seed=self.config.seed, alpha=self.config.objective.alpha)
-
     def abstract_eval_inputs(self):
-        """(params, batch_index, images, labels, c) of the evaluation step, abstract."""
+        """(params, batch_index, images, labels, c) of the evaluation step
+        (``vscjax.evaluation_loop.batch_eval_terms``) for a batch of ``train.eval_batch_size``,
+        abstract."""
         b, d = self.config.train.eval_batch_size, self.data
         params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
                               self.abstract_state().params)
