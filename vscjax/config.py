@@ -88,6 +88,11 @@ def base_config() -> ml_collections.ConfigDict:
         b1=0.9, b2=0.999,
         grad_clip_norm=0.0,  # 0 = no clipping
     ))
+    c.mesh = ml_collections.ConfigDict(dict(
+        # Devices along the latent axis: the L-sized parameters, their Adam moments and every
+        # [B, L] activation are split over them (the rest over the batch); 1 = data parallel.
+        latent=1,
+    ))
     c.train = ml_collections.ConfigDict(dict(
         batch_size=128, num_steps=10_000, log_every=100, eval_every=0,  # 0 = at the end only
         checkpoint_every=1000, max_to_keep=3, eval_batch_size=1000,
@@ -152,8 +157,15 @@ def _check_schedule(key: str, spec) -> None:
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Raise ``ConfigError`` naming the first impossible value in ``config``."""
+    """Raise ``ConfigError`` naming the first impossible value in ``config`` for a run on
+    ``num_devices`` devices."""
     m, o, t = config.model, config.objective, config.train
+    _check_positive_int("mesh.latent", config.mesh.latent)
+    if num_devices % config.mesh.latent:
+        _fail("mesh.latent", f"{config.mesh.latent} does not divide the {num_devices} devices")
+    if isinstance(m.latent_dim, int) and m.latent_dim % config.mesh.latent:
+        _fail("mesh.latent", f"{config.mesh.latent} does not divide model.latent_dim {m.latent_dim}")
+    data_shards = num_devices // config.mesh.latent
     _check_choice("data.source", config.data.source, SOURCES)
     if config.data.mirror and urllib.parse.urlparse(config.data.mirror).scheme not in MIRROR_SCHEMES:
         _fail("data.mirror", f"{config.data.mirror!r} is not a URL starting with one of "
@@ -184,9 +196,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     for key in ("batch_size", "eval_batch_size"):
         if t[key] <= 0:
             _fail(f"train.{key}", f"must be positive, got {t[key]}")
-        if t[key] % num_devices:
-            _fail(f"train.{key}", f"{t[key]} does not split over {num_devices} devices; "
-                                  f"use a multiple of {num_devices}")
+        if t[key] % data_shards:
+            _fail(f"train.{key}", f"{t[key]} does not split over {data_shards} devices; use a "
+                                  f"multiple of {data_shards}"
+                                  + _latent_hint(t[key], num_devices, config.mesh.latent, m.latent_dim))
     for key in ("num_steps", "log_every", "checkpoint_every", "max_to_keep"):
         if t[key] <= 0:
             _fail(f"train.{key}", f"must be positive, got {t[key]}")
@@ -201,6 +214,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if config.optimizer.learning_rate <= 0:
         _fail("optimizer.learning_rate", "must be positive")
     _check_choice("optimizer.lr_schedule", config.optimizer.lr_schedule, LR_SCHEDULES)
+
+
+def _latent_hint(batch: int, num_devices: int, latent: int, latent_dim) -> str:
+    """", or --config.mesh.latent=M" for the smallest M > latent that lets ``batch`` split."""
+    for m in range(latent + 1, num_devices + 1):
+        if num_devices % m == 0 and batch % (num_devices // m) == 0 and latent_dim % m == 0:
+            return f", or split the latent dimension with --config.mesh.latent={m}"
+    return ""
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

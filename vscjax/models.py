@@ -46,6 +46,32 @@ def likelihood_outputs(likelihood: str) -> int:
     return 1 if likelihood == "bernoulli" else 2
 
 
+class LatentHeads(nnx.Module):
+    """``num_heads`` linear maps to the latent space in one matmul: [B, in] -> [B, num_heads, L].
+
+    The kernel is [in, num_heads, L] and the bias [num_heads, L], so the latent axis is an axis
+    of its own that a device mesh can split (``vscjax.sharding``): each device then holds its
+    slice of every head. Initialised as one ``nnx.Linear(in, num_heads * L)`` (the same draws,
+    reshaped), which is also the layout of checkpoints written before the heads had their own
+    latent axis.
+    """
+
+    def __init__(self, in_features: int, num_heads: int, latent_dim: int, *, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        kernel_key = rngs.params()
+        kernel = nnx.initializers.lecun_normal()(kernel_key, (in_features, num_heads * latent_dim))
+        self.kernel = nnx.Param(kernel.reshape(in_features, num_heads, latent_dim))
+        bias_key = rngs.params()  # drawn, as nnx.Linear draws it, though zeros use no randomness
+        del bias_key
+        self.bias = nnx.Param(jnp.zeros((num_heads, latent_dim), jnp.float32))
+        self.dtype = dtype
+
+    def __call__(self, h: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(self.dtype)
+        out = jax.lax.dot_general(h.astype(self.dtype), kernel, (((1,), (0,)), ((), ())))
+        return (out + self.bias[...].astype(self.dtype)).astype(jnp.float32)  # [B, num_heads, L]
+
+
 # ----------------------------------------------------------------------------- MLP
 
 
@@ -58,15 +84,15 @@ class MLPEncoder(nnx.Module):
         self.layers = nnx.List([
             nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])
         ])
-        # One matmul for all heads, split afterwards: [B, H] -> [B, num_heads * L].
-        self.heads = nnx.Linear(sizes[-1], num_heads * latent_dim, dtype=dtype, rngs=rngs)
+        self.heads = LatentHeads(sizes[-1], num_heads, latent_dim, dtype=dtype, rngs=rngs)
         self.num_heads = num_heads
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
         h = x.reshape(x.shape[0], -1)  # [B, D]
         for layer in self.layers:
             h = jax.nn.relu(layer(h))
-        return jnp.split(self.heads(h).astype(jnp.float32), self.num_heads, axis=-1)  # [B, L] each
+        heads = self.heads(h)  # [B, num_heads, L]
+        return [heads[:, k] for k in range(self.num_heads)]  # [B, L] each
 
 
 class MLPDecoder(nnx.Module):
@@ -112,7 +138,7 @@ class ConvEncoder(nnx.Module):
             nnx.Conv(a, b, (4, 4), strides=2, padding="SAME", dtype=dtype, rngs=rngs)
             for a, b in zip(widths[:-1], widths[1:])
         ])
-        self.heads = nnx.Linear(16 * widths[-1], num_heads * latent_dim, dtype=dtype, rngs=rngs)
+        self.heads = LatentHeads(16 * widths[-1], num_heads, latent_dim, dtype=dtype, rngs=rngs)
         self.num_heads = num_heads
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -120,7 +146,8 @@ class ConvEncoder(nnx.Module):
         for conv in self.convs:
             h = jax.nn.relu(conv(h))  # halves H and W
         h = h.reshape(h.shape[0], -1)  # [B, 4 * 4 * C']
-        return jnp.split(self.heads(h).astype(jnp.float32), self.num_heads, axis=-1)
+        heads = self.heads(h)  # [B, num_heads, L]
+        return [heads[:, k] for k in range(self.num_heads)]  # [B, L] each
 
 
 class ConvDecoder(nnx.Module):
@@ -325,3 +352,26 @@ def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, a
         dtype=model_config.dtype,
         rngs=nnx.Rngs(params=key),
     )
+
+
+def latent_axes(model: VSC) -> dict[tuple, int]:
+    """The parameters that carry the latent axis L, and which of their axes it is.
+
+    Returns:
+      {parameter path (module names and list indices, as in ``nnx.state(model)``): axis}: the
+      encoder heads' kernel [in, heads, L] and bias [heads, L], the decoder's first layer's
+      kernel [L, out], and the class-mask prior's shared logits [L] and offsets [C, L].
+      Everything else (hidden layers, pseudo-inputs, the selector) has no latent axis.
+    """
+    axes = {("encoder", "heads", "kernel"): 2, ("encoder", "heads", "bias"): 1}
+    decoder = model.decoder
+    if isinstance(decoder, ConvDecoder):
+        axes[("decoder", "inp", "kernel")] = 0
+    elif len(decoder.layers):
+        axes[("decoder", "layers", 0, "kernel")] = 0
+    else:
+        axes[("decoder", "out", "kernel")] = 0
+    if model.prior_kind == "class_mask":
+        axes[("prior", "shared")] = 0
+        axes[("prior", "offset")] = 1
+    return axes

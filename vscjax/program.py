@@ -21,7 +21,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vscjax import feeding, resident, rng, sharding
-from vscjax.models import build_model
+from vscjax.models import VSC, build_model, latent_axes
 from vscjax.state import TrainState, make_optimizer
 from vscjax.train_step import make_multi_step, make_train_step
 
@@ -53,12 +53,12 @@ class DataSpec:
                    len(dataset.labels), None if levels is None else len(levels))
 
 
-def abstract_model(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int):
-    """(graphdef, abstract parameters) of ``config``'s model: shapes and dtypes, nothing allocated."""
-    model = nnx.eval_shape(lambda: build_model(config.model, tuple(image_shape), num_classes,
-                                               alpha=config.objective.alpha,
-                                               key=rng.key(config.seed, "init")))
-    return nnx.split(model)
+def abstract_model(config: ml_collections.ConfigDict, image_shape: Sequence[int],
+                   num_classes: int) -> VSC:
+    """``config``'s model with shapes and dtypes in place of its parameters: nothing allocated."""
+    return nnx.eval_shape(lambda: build_model(config.model, tuple(image_shape), num_classes,
+                                              alpha=config.objective.alpha,
+                                              key=rng.key(config.seed, "init")))
 
 
 class TrainProgram:
@@ -70,8 +70,10 @@ class TrainProgram:
       mesh: the device mesh (every device of every process).
       graphdef: the model's graph definition.
       tx: the optimizer.
-      replicated: the sharding of parameters, optimizer state, keys and scalars.
+      replicated: the sharding of keys, scalars and the parameters without a latent axis.
       batch_sharding: the sharding of a batch (rows split over ``"data"``).
+      state_sharding: the train state's shardings (``vscjax.sharding.state_shardings``: the
+        latent axis of parameters and Adam moments split over ``"latent"``).
       train_step: one step ``(state, batch, key) -> (state, metrics)``, the batch fed from the
         host (state donated).
       train_steps: the loop's call ``(state, inputs, resident_set, key) -> (state, metrics [K])``
@@ -82,19 +84,22 @@ class TrainProgram:
         self.config = config
         self.data = data
         self.mesh = mesh
-        self.graphdef, self._abstract_params = abstract_model(config, data.image_shape,
-                                                              data.num_classes)
+        model = abstract_model(config, data.image_shape, data.num_classes)
+        self.graphdef, self._abstract_params = nnx.split(model)
+        self.latent_axes = latent_axes(model)
         self.tx = make_optimizer(config.optimizer, config.train.num_steps)
         self.replicated = sharding.replicated(mesh)
         self.batch_sharding = sharding.batch_sharding(mesh)
+        self.state_sharding = sharding.state_shardings(jax.eval_shape(self._init), mesh,
+                                                       self.latent_axes)
         step = make_train_step(self.graphdef, self.tx, config.objective, data.num_classes,
                                class_major=config.data.balanced)
+        outputs = (self.state_sharding, self.replicated)  # (state, metrics)
         self.train_step = jax.jit(
-            step, in_shardings=(self.replicated, self.batch_sharding, self.replicated),
-            out_shardings=self.replicated, donate_argnums=0)
+            step, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
+            out_shardings=outputs, donate_argnums=0)
         # The inputs arrive placed by their feed; the outputs go where the state lives.
-        self.train_steps = jax.jit(make_multi_step(step), out_shardings=self.replicated,
-                                   donate_argnums=0)
+        self.train_steps = jax.jit(make_multi_step(step), out_shardings=outputs, donate_argnums=0)
 
     # ------------------------------------------------------------------------- state
 
@@ -107,13 +112,13 @@ class TrainProgram:
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and shardings of the train state: a restore or compile target."""
-        shapes = jax.eval_shape(self._init)
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-                            shapes)
+        return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            jax.eval_shape(self._init), self.state_sharding)
 
     def initial_state(self) -> TrainState:
-        """The train state at step 0, made on the devices where it lives (every process alike)."""
-        return jax.jit(self._init, out_shardings=self.replicated)()
+        """The train state at step 0, made on the devices where it lives (every process alike):
+        no device ever holds more of it than its own shards."""
+        return jax.jit(self._init, out_shardings=self.state_sharding)()
 
     def abstract_params(self):
         """Shapes and dtypes of the model's parameters (no shardings)."""
@@ -166,8 +171,7 @@ class TrainProgram:
         (``vscjax.evaluation_loop.batch_eval_terms``) for a batch of ``train.eval_batch_size``,
         abstract."""
         b, d = self.config.train.eval_batch_size, self.data
-        params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.replicated),
-                              self.abstract_state().params)
+        params = self.abstract_state().params
         scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype, sharding=self.replicated)  # noqa: E731
         return (params, scalar(jnp.int32),
                 jax.ShapeDtypeStruct((b, *d.image_shape), jnp.float32, sharding=self.batch_sharding),

@@ -50,8 +50,11 @@ class Trainer:
 
     def __init__(self, config: ml_collections.ConfigDict, mesh=None):
         self.config = config
-        self.mesh = mesh if mesh is not None else sharding.make_data_mesh()
-        validate(config, self.mesh.devices.size)
+        validate(config, len(jax.devices()) if mesh is None else mesh.devices.size)
+        self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh.latent)
+        if dict(self.mesh.shape).get(sharding.LATENT_AXIS, 1) != config.mesh.latent:
+            raise ValueError(f"the mesh {dict(self.mesh.shape)} does not have the config's "
+                             f"mesh.latent={config.mesh.latent} devices along the latent axis")
         d = config.data
         self.train_data = data.load(d.source, d.name, "train", data_dir=d.dir, mirror=d.mirror)
         # In-training evaluation reads the validation split only; the test set is for reports.
@@ -385,21 +388,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         if not log.has("validation", step):  # a rerun of a finished run logs nothing new
             log.write("validation", step, evaluation)
         summary["provenance"] = provenance.record()
+        # Every process takes part when parameters split over processes must be gathered.
+        params = sharding.local_copy(state.params) if t.plots else None
         if multihost.is_writer():
             with open(os.path.join(workdir, "summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
             if t.plots:
-                _end_of_run_plots(trainer, state, workdir, log.path)
+                _end_of_run_plots(trainer, params, workdir, log.path)
         return summary
 
 
-def _end_of_run_plots(trainer: Trainer, state: TrainState, workdir: str, metrics_path: str) -> None:
+def _end_of_run_plots(trainer: Trainer, params, workdir: str, metrics_path: str) -> None:
     """The cheap pictures: validation reconstructions (posterior mean code), samples from the
     prior (a row per class where the prior has classes) and training curves, drawn by the
-    writer alone from its own copy of the parameters."""
+    writer alone from its own copy of the parameters (``sharding.local_copy``)."""
     images = trainer.validation_data.images[:10]
-    model = trained.TrainedModel(nnx.merge(trainer.graphdef, sharding.local_copy(state.params)),
-                                 trainer.config, num_classes=trainer.num_classes)
+    model = trained.TrainedModel(nnx.merge(trainer.graphdef, params), trainer.config,
+                                 num_classes=trainer.num_classes)
     plot_dir = os.path.join(workdir, "plots")
     plots.reconstruction_grid(images, model.reconstruct(images),
                               os.path.join(plot_dir, "reconstructions.png"),
