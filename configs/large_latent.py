@@ -3,6 +3,8 @@
     python train.py --config configs/large_latent.py --workdir workdir/large_latent
     python -m vscjax.evaluate --workdir workdir/large_latent
 
+Another latent size L: ``--config configs/large_latent.py:L`` (alpha follows as 10 / L).
+
 configs/mnist_class_prior.py (MLP 400, class-balanced batches of 120) with L=16,384 and the
 prior spike probability scaled with L (alpha = 10 / L: about 10 expected active dimensions
 under the prior, as alpha=0.05 gives at L=200), 5,000 steps, constant c=10, partial sharing
@@ -22,11 +24,14 @@ from vscjax.config import load_file
 LATENT_DIM = 16_384
 
 
-def get_config():
+def get_config(latent_dim=None):
+    """The config at L = ``latent_dim`` (``configs/large_latent.py:L``; default 16,384), with
+    alpha = 10 / L."""
+    latent = LATENT_DIM if latent_dim is None else int(latent_dim)
     here = os.path.dirname(os.path.abspath(__file__))
     return load_file(os.path.join(here, "mnist_class_prior.py"), {
-        "model.latent_dim": LATENT_DIM,
-        "objective.alpha": 10.0 / LATENT_DIM,
+        "model.latent_dim": latent,
+        "objective.alpha": 10.0 / latent,
         "train.num_steps": 5_000,
         # constant c=10 and partial sharing 0.03, the class-mask prior's first tuned settings:
         # the ramp of mnist_class_prior.py is laid out over 10,000 steps, not 5,000

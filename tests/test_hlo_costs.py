@@ -105,11 +105,22 @@ def test_lines_without_instructions_are_skipped(line):
     assert hlo_costs.parse_instruction(line) is None
 
 
-def test_convolution_flops_count_each_kernel_element_per_output():
+def test_convolution_flops_count_the_window_positions_on_real_input():
     shapes = {"in": "f32[1,8,8,3]{3,2,1,0}", "k": "f32[3,3,3,5]{3,2,1,0}"}
     conv = hlo_costs.parse_instruction(
         "  %c = f32[1,8,8,5]{3,2,1,0} convolution(%in, %k), window={size=3x3 pad=1_1x1_1}, "
         "dim_labels=b01f_01io->b01f")
-    # Every output element (1*8*8*5) takes 3*3*3 multiply-adds.
-    assert hlo_costs._matmul_flops(conv, shapes) == 2 * (8 * 8 * 5) * (3 * 3 * 3)
+    # Along each axis the 8 outputs see 3 input elements, but the 2 at the edges see 2 (one
+    # window position is padding): 22 pairs per axis; 3 input features, 5 output features.
+    assert hlo_costs._matmul_flops(conv, shapes) == 2 * 5 * 3 * 22 * 22
     np.testing.assert_equal(hlo_costs.shape_bytes(conv.shape), 8 * 8 * 5 * 4)
+
+
+def test_a_matrix_product_written_as_a_padded_convolution_counts_its_products_once():
+    """The TPU compiler writes [B, in] x [in, 3, L] as a convolution whose window (3) slides
+    over a padded input axis of size 1: each output element is one dot product of length in."""
+    shapes = {"x": "bf16[256,400,1]{0,1,2}", "w": "bf16[400,3,2048]{2,0,1}"}
+    conv = hlo_costs.parse_instruction(
+        "  %c = bf16[256,3,2048]{2,0,1} convolution(%x, %w), window={size=3 pad=2_2 rhs_reversal=1}, "
+        "dim_labels=bf0_i0o->b0f")
+    assert hlo_costs._matmul_flops(conv, shapes) == 2 * 256 * 3 * 2048 * 400

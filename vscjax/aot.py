@@ -166,13 +166,13 @@ def minimal_bytes(program: TrainProgram) -> dict:
     (3P): 12P in all. The batch read once (images as float32 pixels, labels). Of the [B, L]
     arrays: the three encoder heads, the sample z, its gradient and the heads' three gradients
     each written once and read once (16 passes of B x L float32); the decoder's output logits
-    and their gradient, written and read once ([B, D], 4 passes).
+    and their gradient, written and read once ([B, D], 4 passes). B and L are a chip's share:
+    the batch over ``"data"``, the latent dimension over ``"latent"``.
     """
     state = program.abstract_state()
     params = leaf_bytes_per_device(state.params)
-    data_shards = program.mesh.shape[sharding.DATA_AXIS]
-    batch = program.config.train.batch_size // data_shards
-    latent = program.config.model.latent_dim
+    batch = program.config.train.batch_size // sharding.data_size(program.mesh)
+    latent = program.config.model.latent_dim // program.config.mesh.latent
     pixels = math.prod(program.data.image_shape)
     parts = {"parameters": 12 * params,
              "batch": batch * (pixels * 4 + 4),
@@ -222,11 +222,11 @@ def analyse(config: ml_collections.ConfigDict, topology: str, *, instructions: i
     devices = slice_devices(topology)
     chip = chip_of(devices)
     hosts = len({d.process_index for d in devices})
-    mesh = sharding.make_data_mesh(devices)
     try:
         validate(config, len(devices))
     except ConfigError as err:
         raise CompileError(str(err)) from None
+    mesh = sharding.make_mesh(config.mesh.latent, devices)
     spec, spec_source = data_spec(config)
     program = TrainProgram(config, spec, mesh)
     state = program.abstract_state()
@@ -314,6 +314,7 @@ def analyse(config: ml_collections.ConfigDict, topology: str, *, instructions: i
         "chip_figures": dataclasses.asdict(chip),
         "largest_instructions": [dataclasses.asdict(r) for r in hlo_costs.largest(table, instructions)],
         "instruction_table": hlo_costs.format_table(table, instructions),
+        "hlo_text": text,
     }
 
 
@@ -383,6 +384,7 @@ def main(argv=None) -> int:
     parser.add_argument("--topology", required=True,
                         help="TPU slice, e.g. v5e:2x2, v5e:4x4, v4:2x2x1, v6e:2x2, v5p:2x2x1")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--hlo", help="also write the compiled one-step call's HLO text here")
     parser.add_argument("--instructions", type=int, default=15,
                         help="how many of the step's costliest instructions to list (default 15)")
     args, rest = parser.parse_known_args(argv)
@@ -390,12 +392,15 @@ def main(argv=None) -> int:
         config = load_file(args.config, parse_overrides(rest))
         report = analyse(config, args.topology, instructions=max(args.instructions, 0),
                          log=lambda line: print(line, file=sys.stderr))
+        if args.hlo:
+            with open(args.hlo, "w") as f:
+                f.write(report["hlo_text"])
     except (ConfigError, CompileError, data.DataError, OSError) as err:
         print(f"vscjax.aot: {err}", file=sys.stderr)
         return 1
     print(format_report(report))
     if args.json:
-        record = {k: v for k, v in report.items() if k != "instruction_table"}
+        record = {k: v for k, v in report.items() if k not in ("instruction_table", "hlo_text")}
         record["provenance"] = {**provenance.record(extra_packages=("libtpu",)),
                                 "command": " ".join(["python -m vscjax.aot", *(argv or sys.argv[1:])])}
         with open(args.json + ".tmp", "w") as f:

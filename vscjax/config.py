@@ -108,15 +108,20 @@ def base_config() -> ml_collections.ConfigDict:
 def load_file(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """``get_config()`` of a config file, with dotted-key ``overrides`` ({"train.num_steps": 5}).
 
-    A key that does not exist raises ``ConfigError`` naming it.
+    ``path`` may end with ``:ARG`` (``configs/large_latent.py:1048576``): the file's
+    ``get_config(ARG)`` is called with that string, as ``train.py --config path:ARG`` does. A key
+    that does not exist raises ``ConfigError`` naming it.
     """
+    argument = None
+    if not os.path.exists(path) and ":" in os.path.basename(path):
+        path, argument = path.rsplit(":", 1)
     name = os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(f"vscjax_config_{name}", path)
     if spec is None or not os.path.exists(path):
         raise ConfigError(f"config file not found: {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    config = module.get_config() if argument is None else module.get_config(argument)
     for dotted, value in (overrides or {}).items():
         *parents, leaf = dotted.split(".")
         node = config

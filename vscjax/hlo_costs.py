@@ -157,15 +157,52 @@ def _matmul_flops(instruction: Instruction, shapes: dict[str, str]) -> int:
         size = math.prod(lhs[int(i)] for i in contracting.group(1).split(",") if i) if contracting else 1
         return 2 * out * size
     if instruction.opcode == "convolution":
-        kernel = _dims(shapes.get(instruction.operands[1], ""))
-        labels = re.search(r"dim_labels=\w+_(\w+)->", instruction.attributes)
-        if not kernel or not labels:
-            return 0
-        # Each output element takes one multiply-add per kernel element of its output feature
-        # (the kernel's input-feature axis already counts only its feature group).
-        out_features = kernel[labels.group(1).index("o")] if "o" in labels.group(1) else 1
-        return 2 * out * math.prod(kernel) // max(out_features, 1)
+        return 2 * _convolution_macs(instruction, shapes)
     return 0
+
+
+def _window_pairs(size: int, window: int, out: int, stride: int, pad_low: int, lhs_dilation: int,
+                  rhs_dilation: int) -> int:
+    """(output position, window position) pairs of one spatial axis that read a real input
+    element, not padding or a hole of the input's dilation."""
+    pairs = 0
+    for o in range(out):
+        for w in range(window):
+            i = o * stride + w * rhs_dilation - pad_low
+            if 0 <= i <= (size - 1) * lhs_dilation and i % lhs_dilation == 0:
+                pairs += 1
+    return pairs
+
+
+def _convolution_macs(instruction: Instruction, shapes: dict[str, str]) -> int:
+    """Multiply-adds of a convolution: every output element takes one per input feature of its
+    group and per window position that lands on a real input element (XLA writes some matrix
+    products as convolutions over a padded window; the padding is not work)."""
+    labels = re.search(r"dim_labels=(\w+)_(\w+)->(\w+)", instruction.attributes)
+    lhs = _dims(shapes.get(instruction.operands[0], ""))
+    kernel = _dims(shapes.get(instruction.operands[1], ""))
+    out = _dims(instruction.shape)
+    if not labels or not lhs or not kernel or not out:
+        return 0
+    lhs_labels, kernel_labels, out_labels = labels.groups()
+    macs = math.prod(out) * kernel[kernel_labels.index("i")]
+    spatial = [c for c in kernel_labels if c.isdigit()]
+    window = re.search(r"window=\{([^}]*)\}", instruction.attributes)
+    fields = dict(f.split("=") for f in window.group(1).split()) if window else {}
+
+    def per_axis(name: str, default: int) -> list[int]:
+        if name not in fields:
+            return [default] * len(spatial)
+        return [int(v) for v in fields[name].split("x")]
+
+    strides, lhs_dilations, rhs_dilations = per_axis("stride", 1), per_axis("lhs_dilate", 1), per_axis("rhs_dilate", 1)
+    pads = ([int(p.split("_")[0]) for p in fields["pad"].split("x")] if "pad" in fields
+            else [0] * len(spatial))
+    for axis, label in enumerate(spatial):
+        n, k, o = lhs[lhs_labels.index(label)], kernel[kernel_labels.index(label)], out[out_labels.index(label)]
+        pairs = _window_pairs(n, k, o, strides[axis], pads[axis], lhs_dilations[axis], rhs_dilations[axis])
+        macs = macs * pairs // max(o, 1)
+    return macs
 
 
 def _flops_inside(name: str, computations: dict[str, list[Instruction]]) -> int:
