@@ -46,6 +46,12 @@ def _matmul_flops_per_chip(config, image_shape, chips):
     return 3 * forward
 
 
+def test_the_latent_split_is_the_smallest_that_splits_the_batches():
+    assert aot.latent_split_for(load_config("mnist_class_prior"), 16) == 2  # 120 over 8
+    assert aot.latent_split_for(load_config("mnist_class_prior"), 4) == 1
+    assert aot.latent_split_for(load_config("tiny", train__batch_size=20), 16) == 4  # 20 over 4
+
+
 def test_tiny_config_figures_hold_together():
     config = load_config("tiny")
     report = aot.analyse(config, "v5e:2x2", log=lambda line: None)
@@ -126,11 +132,7 @@ def _shipped(name, topology):
     slice's chips (120 over 16), the latent dimension takes the smallest split that lets it."""
     config = load_config(name)
     chips = {"v4:2x2x1": 4, "v5e:4x4": 16, "v6e:2x2": 4}[topology]
-    if config.train.batch_size % chips or config.train.eval_batch_size % chips:
-        latent = next(m for m in (2, 4, 8, 16) if config.train.batch_size % (chips // m) == 0
-                      and config.train.eval_batch_size % (chips // m) == 0)
-        config = load_config(name, mesh__latent=latent)
-    return config
+    return load_config(name, mesh__latent=aot.latent_split_for(config, chips))
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
