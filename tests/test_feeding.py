@@ -1,5 +1,6 @@
 """Device-resident data and K steps per call: exact against host feeding and one step per call."""
 
+import functools
 import json
 import logging
 import os
@@ -64,6 +65,12 @@ def test_encode_pixels_keeps_float32_when_codes_cannot_be_exact(case):
     assert levels is None and codes is images
 
 
+def test_encode_pixels_keeps_float32_for_a_negative_zero():
+    """-0.0 would come back +0.0 from the masked sum of the "compare" decode."""
+    codes, levels = resident.encode_pixels(np.array([[-0.0, 0.5]], np.float32))
+    assert levels is None and codes.dtype == np.float32
+
+
 def test_encode_pixels_keeps_a_nan_pixel():
     """A broken pixel must reach the step as it is (the non-finite policy sees it)."""
     images = np.array([0.0, np.nan, 1.0, 3e38], np.float32).reshape(4, 1, 1, 1)
@@ -72,8 +79,8 @@ def test_encode_pixels_keeps_a_nan_pixel():
     np.testing.assert_array_equal(levels[codes].view(np.uint32), images.view(np.uint32))
 
 
-@pytest.mark.parametrize("encoded", [True, False])
-def test_gather_batch_equals_the_host_batch(mnist_dir, encoded):
+@pytest.mark.parametrize("encoded, decode", [(True, "table"), (True, "compare"), (False, "table")])
+def test_gather_batch_equals_the_host_batch(mnist_dir, encoded, decode):
     dataset = data.load_idx(mnist_dir, "test")
     codes, levels = resident.encode_pixels(dataset.images) if encoded else (dataset.images, None)
     mesh = sharding.make_data_mesh()
@@ -81,7 +88,7 @@ def test_gather_batch_equals_the_host_batch(mnist_dir, encoded):
     assert placed.images.dtype == (np.uint8 if encoded else np.float32)
     idx = np.random.default_rng(0).permutation(len(dataset.labels))[:64].astype(np.int32)
     idx_on_mesh = jax.device_put(idx, sharding.batch_sharding(mesh))
-    batch = jax.jit(resident.gather_batch)(placed, idx_on_mesh)
+    batch = jax.jit(functools.partial(resident.gather_batch, decode=decode))(placed, idx_on_mesh)
     assert batch["image"].sharding.is_equivalent_to(sharding.batch_sharding(mesh), 4)
     np.testing.assert_array_equal(np.asarray(batch["image"]).view(np.uint32),
                                   dataset.images[idx].view(np.uint32))

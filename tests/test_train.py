@@ -223,6 +223,29 @@ def test_nonfinite_step_is_skipped():
     assert_trees_equal(before, jax.device_get(state.params))
 
 
+def test_both_ways_of_withholding_an_update_give_the_same_steps():
+    """"cond" (CPUs) and "select" (TPUs): bit-identical after a finite step, and neither moves a
+    parameter on a non-finite one."""
+    config = load_config("tiny")
+    trainer = train.Trainer(config)
+    images = trainer.train_data.images[:32].copy()
+    labels = trainer.train_data.labels[:32]
+    results = {}
+    for skip in train_step.SKIPS:
+        step = jax.jit(train_step.make_train_step(trainer.graphdef, trainer.tx, config.objective,
+                                                  trainer.num_classes, skip=skip))
+        batch = sharding.shard_batch({"image": images, "label": labels}, trainer.mesh)
+        state, _ = step(trainer.initial_state, batch, trainer.key)
+        bad = images.copy()
+        bad[0, 0, 0, 0] = np.nan
+        skipped, metrics = step(state, sharding.shard_batch({"image": bad, "label": labels}, trainer.mesh),
+                                trainer.key)
+        assert int(metrics["nonfinite"]) == 1
+        assert_trees_equal(jax.device_get(state.params), jax.device_get(skipped.params))
+        results[skip] = jax.device_get(state)
+    assert_trees_equal(results["cond"], results["select"])
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vscjax import feeding, resident, rng, sharding
 from vscjax.models import VSC, build_model, latent_axes
 from vscjax.state import TrainState, make_optimizer
-from vscjax.train_step import make_multi_step, make_train_step
+from vscjax.train_step import make_multi_step, make_train_step, skip_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,14 +92,16 @@ class TrainProgram:
         self.batch_sharding = sharding.batch_sharding(mesh)
         self.state_sharding = sharding.state_shardings(jax.eval_shape(self._init), mesh,
                                                        self.latent_axes)
+        platform = mesh.devices.flat[0].platform
         step = make_train_step(self.graphdef, self.tx, config.objective, data.num_classes,
-                               class_major=config.data.balanced)
+                               class_major=config.data.balanced, skip=skip_for(platform))
         outputs = (self.state_sharding, self.replicated)  # (state, metrics)
         self.train_step = jax.jit(
             step, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
             out_shardings=outputs, donate_argnums=0)
         # The inputs arrive placed by their feed; the outputs go where the state lives.
-        self.train_steps = jax.jit(make_multi_step(step), out_shardings=outputs, donate_argnums=0)
+        self.train_steps = jax.jit(make_multi_step(step, decode=resident.decode_for(platform)),
+                                   out_shardings=outputs, donate_argnums=0)
 
     # ------------------------------------------------------------------------- state
 

@@ -51,8 +51,8 @@ def encode_pixels(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
       values equal as floats but not in their bits (-0.0 beside 0.0, NaNs of two payloads).
     """
     levels = np.unique(images)  # sorted
-    if len(levels) > MAX_LEVELS:
-        return images, None
+    if len(levels) > MAX_LEVELS or np.any(np.signbit(levels) & (levels == 0)):
+        return images, None  # too many values, or a -0.0 (a masked sum would give +0.0)
     codes = np.searchsorted(levels, images).astype(np.uint8)
     # NaN never equals itself, and -0.0 == 0.0 hides a sign: compare the bits.
     if not np.array_equal(levels[codes].view(np.uint32), images.view(np.uint32)):
@@ -91,20 +91,39 @@ def place(images: np.ndarray, levels: np.ndarray | None, labels: np.ndarray,
     return ResidentData(put(images), None if levels is None else put(levels), put(labels))
 
 
-def gather_batch(resident: ResidentData, indices: jax.Array) -> dict:
+DECODES = ("table", "compare")
+
+
+def gather_batch(resident: ResidentData, indices: jax.Array, *, decode: str = "table") -> dict:
     """The batch at ``indices`` as float32 images and int32 labels (jit-able).
 
     Args:
       resident: the set on the devices.
       indices: [B] int32 indices into the set.
+      decode: how uint8 codes become pixels, both exact: "table" looks each code up in the
+        decode table (a gather: cheap on CPUs and GPUs); "compare" sums the table's entries
+        masked by code == entry (256 selects per pixel and no gather: TPUs, whose gathers are
+        slow and which XLA's TPU cost model prices as reading the whole table per element).
 
     Returns:
       {"image": [B, H, W, C] float32, "label": [B] int32}, bit-identical to the host's
       ``dataset.images[indices]`` and ``dataset.labels[indices]``.
     """
+    if decode not in DECODES:
+        raise ValueError(f"unknown pixel decode {decode!r}; expected one of {DECODES}")
     # Indices come from the sampler and codes index the table: both in bounds by construction.
     images = resident.images.at[indices].get(mode="promise_in_bounds")  # [B, H, W, C]
     if resident.levels is not None:
-        images = resident.levels.at[images.astype(jnp.int32)].get(mode="promise_in_bounds")
+        codes = images.astype(jnp.int32)
+        if decode == "table":
+            images = resident.levels.at[codes].get(mode="promise_in_bounds")
+        else:  # one entry matches; the others add +0.0, and no level is -0.0 (encode_pixels)
+            entries = jnp.arange(resident.levels.shape[0], dtype=jnp.int32)
+            images = jnp.sum(jnp.where(codes[..., None] == entries, resident.levels, 0.0), axis=-1)
     labels = resident.labels.at[indices].get(mode="promise_in_bounds")  # [B]
     return {"image": images, "label": labels}
+
+
+def decode_for(platform: str) -> str:
+    """The pixel decode for devices of ``platform`` ("tpu": compare; else: table)."""
+    return "compare" if platform == "tpu" else "table"

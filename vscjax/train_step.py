@@ -19,14 +19,23 @@ from vscjax import objective, resident
 from vscjax.state import TrainState
 
 
+SKIPS = ("cond", "select")
+
+
 def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
-                    class_major: bool = False) -> Callable:
+                    class_major: bool = False, skip: str = "cond") -> Callable:
     """The pure train step ``(state, batch, key) -> (state, metrics)`` (not yet jitted).
 
     The step's noise is ``fold_in(key, state.step)``. A step whose loss or any gradient is
     not finite leaves parameters and optimizer state unchanged and counts itself in
     ``nonfinite_steps``; its metrics carry ``nonfinite = 1`` (read one step late by the loop).
+    ``skip`` says how the update is withheld, with the same result either way: "cond" runs
+    it under ``lax.cond`` (CPUs: a finite step pays nothing more), "select" keeps the old
+    values with a select that XLA fuses into the update's own pass (TPUs, whose compiler
+    copies every parameter and moment in and out of a conditional: :func:`skip_for`).
     """
+    if skip not in SKIPS:
+        raise ValueError(f"unknown update skip {skip!r}; expected one of {SKIPS}")
 
     def train_step(state: TrainState, batch: dict, key: jax.Array):
         step_key = jax.random.fold_in(key, state.step)
@@ -47,11 +56,16 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        def skip(operands):
+        def keep(operands):
             _, opt_state, params = operands
             return params, opt_state
 
-        params, opt_state = jax.lax.cond(finite, apply, skip, (grads, state.opt_state, state.params))
+        operands = (grads, state.opt_state, state.params)
+        if skip == "cond":
+            params, opt_state = jax.lax.cond(finite, apply, keep, operands)
+        else:
+            params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                             apply(operands), keep(operands))
         metrics["grad_norm"] = grad_norm
         metrics["nonfinite"] = (~finite).astype(jnp.int32)
         new_state = TrainState(
@@ -65,7 +79,12 @@ def make_train_step(graphdef, tx, objective_config, num_classes: int, *,
     return train_step
 
 
-def make_multi_step(train_step: Callable) -> Callable:
+def skip_for(platform: str) -> str:
+    """How the train step withholds a non-finite update on devices of ``platform``."""
+    return "select" if platform == "tpu" else "cond"
+
+
+def make_multi_step(train_step: Callable, *, decode: str = "table") -> Callable:
     """K train steps in one call: ``(state, inputs, resident_set, key) -> (state, metrics)``.
 
     The steps run under ``lax.scan``; every metric comes back with a leading [K] axis.
@@ -87,7 +106,7 @@ def make_multi_step(train_step: Callable) -> Callable:
 
         def one_step(state, step_input):
             batch = (step_input if resident_set is None
-                     else resident.gather_batch(resident_set, step_input))
+                     else resident.gather_batch(resident_set, step_input, decode=decode))
             return train_step(state, batch, key)
 
         return jax.lax.scan(one_step, state, steps_inputs)
