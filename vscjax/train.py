@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import (data, evaluation_loop, faults, feeding, multihost, objective, plots,
+from vscjax import (data, evaluation_loop, faults, feeding, host_memory, multihost, objective, plots,
                     profiling, provenance, resident, rng, sharding, trained)
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_workdir, record_config, validate
@@ -52,6 +52,8 @@ class Trainer:
         self.config = config
         validate(config, len(jax.devices()) if mesh is None else mesh.devices.size)
         self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh.latent)
+        if self.mesh.devices.flat[0].platform == "cpu":  # the step's temporaries: no fresh pages
+            host_memory.reuse_large_allocations()
         if dict(self.mesh.shape).get(sharding.LATENT_AXIS, 1) != config.mesh.latent:
             raise ValueError(f"the mesh {dict(self.mesh.shape)} does not have the config's "
                              f"mesh.latent={config.mesh.latent} devices along the latent axis")
