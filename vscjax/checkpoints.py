@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the train state, with the config saved beside them.
+"""Orbax checkpoints of the train state: saved, sealed with checksums, restored with care.
 
 A checkpoint holds the whole train state (parameters, optimizer state, step, count of skipped
 non-finite steps). The data position and the step's random key are pure functions of
@@ -42,10 +42,9 @@ from flax import nnx
 
 from vscjax import faults, multihost
 from vscjax import state as train_state
-from vscjax.config import CONFIG_FILE, base_config
+from vscjax.workdir import checkpoints_dir, corrupt_dir, write_json_atomic
 
 CHECKSUMS_FILE = "checksums.json"
-CORRUPT_DIR = "corrupt_checkpoints"
 ITEM_DIR = "default"  # the folder of the train state inside a step's checkpoint
 MISMATCHES_SHOWN = 3  # differences named in a CheckpointMismatchError
 
@@ -150,7 +149,7 @@ class Checkpoints:
         self.read_only = False
         self._unsealed = None
         self.manager = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints"),
+            checkpoints_dir(self.workdir),
             item_handlers=ocp.StandardCheckpointHandler(),  # reads the arrays' metadata too
             options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
                                                  cleanup_tmp_directories=True,
@@ -164,7 +163,7 @@ class Checkpoints:
         self.workdir = os.path.abspath(workdir)
         self.read_only = True
         self._unsealed = None
-        directory = os.path.join(self.workdir, "checkpoints")
+        directory = checkpoints_dir(self.workdir)
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
         self.manager = ocp.CheckpointManager(
@@ -193,7 +192,7 @@ class Checkpoints:
         self.manager.reload()
 
     def _move_to_quarantine(self, step: int, reason: str) -> None:
-        target_root = os.path.join(self.workdir, CORRUPT_DIR)
+        target_root = corrupt_dir(self.workdir)
         os.makedirs(target_root, exist_ok=True)
         target = os.path.join(target_root, f"{step}")
         suffix = 0
@@ -276,11 +275,7 @@ class Checkpoints:
     def _seal(self, step: int) -> None:
         """Write the checksums of checkpoint ``step``'s files into its folder."""
         folder = self._step_dir(step)
-        sums = _file_checksums(folder)
-        tmp = os.path.join(folder, CHECKSUMS_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(sums, f, indent=0)
-        os.replace(tmp, os.path.join(folder, CHECKSUMS_FILE))
+        write_json_atomic(os.path.join(folder, CHECKSUMS_FILE), _file_checksums(folder), indent=0)
 
     def wait(self) -> None:
         """Block until pending saves are on disk, then seal them with their checksums."""
@@ -312,62 +307,32 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with (its ``config.json``)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir} (is it a train.py workdir?)")
-    with open(path) as f:
-        saved = json.load(f)
-    config = base_config()  # keys added since the run keep their defaults
+def load_params(workdir: str, abstract_params, *, sharding=None) -> tuple[nnx.State, int]:
+    """(parameters, step) of the newest restorable checkpoint in ``workdir``, read alone (orbax's
+    partial restore: the optimizer state is never read).
 
-    def merge(node, values):
-        for key, value in values.items():
-            if isinstance(value, dict):
-                merge(node[key], value)
-            else:
-                node[key] = tuple(value) if isinstance(value, list) else value
-
-    merge(config, saved)
-    return config
-
-
-def load_trained(workdir: str, image_shape, num_classes: int, *, sharding=None):
-    """(config, graphdef, state) of the newest restorable checkpoint in ``workdir``.
-
-    The state is placed with ``sharding`` (default: this process's first device);
-    ``nnx.merge(graphdef, state.params)`` is the model.
-    """
-    config = read_config(workdir)
-    graphdef, init, _ = train_state.initial_state(config, image_shape, num_classes)
-    if sharding is None:
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return config, graphdef, _restore_newest(workdir, train_state.abstract(init, sharding))
-
-
-def load_params(workdir: str, abstract_params) -> tuple[nnx.State, int]:
-    """(parameters, step) of the newest restorable checkpoint in ``workdir``, read alone (not
-    the optimizer state) and placed on this process's first device.
+    Every process of a multi-process run must call it: which checkpoint is restored is agreed
+    collectively (:meth:`Checkpoints.restore_latest`).
 
     Args:
       workdir: a train.py workdir.
       abstract_params: the model's parameters as ``jax.ShapeDtypeStruct`` (the state of
         ``nnx.split`` of a model built under ``nnx.eval_shape``).
+      sharding: where the parameters are placed; default: this process's first device.
+
+    Raises:
+      FileNotFoundError: no checkpoint in ``workdir`` can be restored.
+      CheckpointMismatchError: the newest readable checkpoint holds other parameters.
     """
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = train_state.abstract(
-        {"params": abstract_params, "step": jax.ShapeDtypeStruct((), jnp.int32)}, device)
-    restored = _restore_newest(workdir, target, partial=True)
-    return restored["params"], int(restored["step"])
-
-
-def _restore_newest(workdir: str, target, *, partial: bool = False):
-    """``Checkpoints.restore_latest`` of a read-only workdir; FileNotFoundError if none is."""
+        {"params": abstract_params, "step": jax.ShapeDtypeStruct((), jnp.int32)}, sharding)
     checkpoints = Checkpoints.reader(workdir)
     try:
-        restored = checkpoints.restore_latest(target, partial=partial)
+        restored = checkpoints.restore_latest(target, partial=True)
     finally:
         checkpoints.manager.close()
     if restored is None:
-        raise FileNotFoundError(f"no restorable checkpoint in {workdir}/checkpoints")
-    return restored
+        raise FileNotFoundError(f"no restorable checkpoint in {checkpoints_dir(workdir)}")
+    return restored["params"], int(restored["step"])
