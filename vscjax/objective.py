@@ -145,11 +145,19 @@ def _pseudo_input_kls(model: VSC, x, mu, logvar, spike_logit, alpha):
 
 
 def prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
-    """KL and regulariser terms of a spike-and-slab model, [B] each.
+    """KL and regulariser terms of a spike-and-slab model, [B] each: what the training loss and
+    the evaluation's bounds (``vscjax.bounds``) both read.
 
-    Returns slab_kl, spike_kl (training: own class / selector-weighted), the bound's parts
-    bound_slab_kl, bound_spike_kl, component_kl, the fixed-prior spike KL, and the regularisers
-    (one entry per name in ``REGULARISERS``; zeros where the prior has none).
+    Args:
+      model: the model (its prior); x: images [B, H, W, C] (the pseudo-input selector reads
+        them); labels: [B] class labels (the class-mask prior's own-class KL reads them).
+      mu, logvar, spike_logit: the posterior heads [B, L].
+      alpha: the fixed prior's spike probability.
+
+    Returns:
+      dict: slab_kl, spike_kl (training: own class / selector-weighted), the bound's parts
+      bound_slab_kl, bound_spike_kl, component_kl, fixed_prior_spike_kl, and the regularisers
+      (one entry per name in ``REGULARISERS``; zeros where the prior has none).
     """
     zeros = jnp.zeros(mu.shape[0], jnp.float32)
     slab_std = spike_slab.slab_kl_to_prior(mu, logvar, spike_logit, 0.0, 0.0)  # to N(0, 1)
