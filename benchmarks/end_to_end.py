@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 import tempfile
 import time
 
-from benchmarks import throughput as tp
+from benchmarks import harness
+from vscjax.tables import fmt
 
 LOOP_INTERVALS = {"smoke": 3, "quick": 6, "full": 10}  # timed intervals of each loop run
 LOOP_INTERVAL_S = {"smoke": 0.0, "quick": 1.0, "full": 2.0}  # least length of an interval
@@ -58,8 +58,8 @@ def load_mnist(log):
 
 def trainer_config(latent, batch, align, dtype, hidden, *, placement: str, steps_per_call: int,
                    log_every: int, num_steps: int):
-    """``benchmarks.throughput``'s vscjax config, trained by ``vscjax.train.run`` on MNIST."""
-    config = tp.vscjax_config(latent, batch, align, dtype, hidden)
+    """``benchmarks.harness``'s vscjax config, trained by ``vscjax.train.run`` on MNIST."""
+    config = harness.vscjax_config(latent, batch, align, dtype, hidden)
     config.data.source, config.data.name, config.data.placement = "idx", "mnist", placement
     t = config.train
     t.steps_per_call, t.log_every, t.num_steps = steps_per_call, log_every, num_steps
@@ -75,11 +75,11 @@ def vscjax_loop_rates(config) -> list[float]:
     import jax
 
     from vscjax import sharding, train
+    from vscjax.workdir import read_metrics
 
     with tempfile.TemporaryDirectory() as workdir:
         train.run(config, workdir, mesh=sharding.make_data_mesh(jax.devices()[:1]))
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            records = [json.loads(line) for line in f]
+        records = read_metrics(workdir)
     rates = [r["samples_per_second"] for r in sorted(records, key=lambda r: r["step"])
              if "samples_per_second" in r]
     return rates[1:]
@@ -90,7 +90,7 @@ def torch_loop_rates(step, target: str, dataset, batch: int, *, log_every: int, 
     """samples/s of a DataLoader training loop's logged intervals, the first left out.
 
     Args:
-      step: the reference step ``(x, labels) -> loss`` (``throughput.torch_train_step``).
+      step: the reference step ``(x, labels) -> loss`` (``harness.torch_train_step``).
       target: the torch device ("cpu" or "cuda").
       dataset: the vscjax training set (float32 images, int32 labels in host memory).
       batch: batch size.
@@ -126,7 +126,7 @@ def loop_row(where: dict, contender: str, feed: str, steps_per_call: int,
     """A loop's result row: median and slow tail of its intervals, its share of the bare step."""
     median = statistics.median(rates)
     return {**where, "contender": contender, "feed": feed, "steps_per_call": steps_per_call,
-            "samples_per_s_median": median, "samples_per_s_p10": tp.percentile(rates, 0.1),
+            "samples_per_s_median": median, "samples_per_s_p10": harness.percentile(rates, 0.1),
             "intervals": len(rates), "rates": rates, "of_bare_step": median / bare_rate}
 
 
@@ -138,10 +138,11 @@ def run_configuration(latent, batch, align, dtype, hidden, device, dataset, grid
     ``LOOP_INTERVAL_S`` of the grid, in whole calls of ``steps_per_call`` steps.
     """
     schedule = {k: grid[k] for k in ("warmup", "repeats", "min_repeat_s")}
-    bare, skipped = tp.run_configuration(latent, batch, align, dtype, hidden, device, schedule,
-                                         peaks, tp.CONTENDERS, log, steps_per_call)
+    bare, skipped = harness.run_configuration(latent, batch, align, dtype, hidden, device,
+                                              schedule, peaks, harness.CONTENDERS, log,
+                                              steps_per_call)
     for row in bare:
-        multi = row["contender"] == tp.multi_step_name(steps_per_call)
+        multi = row["contender"] == harness.multi_step_name(steps_per_call)
         row.update(feed="on device (one batch)", steps_per_call=steps_per_call if multi else 1,
                    of_bare_step=None)
     bare_rate = {row["contender"]: row["samples_per_s_median"] for row in bare}
@@ -168,7 +169,7 @@ def run_configuration(latent, batch, align, dtype, hidden, device, dataset, grid
     for name, compiled in (("torch eager", False), ("torch.compile", True)):
         if name not in bare_rate:
             continue
-        step, target = tp.torch_train_step(jax_model, latent, align, dtype, hidden, device,
+        step, target = harness.torch_train_step(jax_model, latent, align, dtype, hidden, device,
                                            compiled)
         rates = torch_loop_rates(step, target, dataset, batch, log_every=log_every,
                                  num_steps=num_steps, workers=workers)
@@ -189,8 +190,8 @@ def _initial_model(latent, batch, align, dtype, hidden):
 
     from vscjax.state import initial_state
 
-    config = tp.vscjax_config(latent, batch, align, dtype, hidden)
-    graphdef, state, _ = initial_state(config, tp.IMAGE_SHAPE, tp.NUM_CLASSES)
+    config = harness.vscjax_config(latent, batch, align, dtype, hidden)
+    graphdef, state, _ = initial_state(config, harness.IMAGE_SHAPE, harness.NUM_CLASSES)
     return nnx.merge(graphdef, state.params)
 
 
@@ -202,16 +203,16 @@ def markdown_table(results: list[dict]) -> str:
     for r in results:
         rows.append("| " + " | ".join([
             str(r["latent"]), str(r["batch"]), r["align"], r["dtype"], r["contender"], r["feed"],
-            tp.fmt(r["steps_per_call"], "d"), f"{r['samples_per_s_median']:,.0f}",
-            tp.fmt(r["of_bare_step"], ".2f"), tp.fmt(r.get("ratio_vs_torch_eager_loop"), ".2f"),
-            tp.fmt(r.get("ratio_vs_torch_compile_loop"), ".2f"),
+            fmt(r["steps_per_call"], "d"), f"{r['samples_per_s_median']:,.0f}",
+            fmt(r["of_bare_step"], ".2f"), fmt(r.get("ratio_vs_torch_eager_loop"), ".2f"),
+            fmt(r.get("ratio_vs_torch_compile_loop"), ".2f"),
         ]) + " |")
     return "\n".join(rows)
 
 
 def report_text(report: dict) -> str:
     """The header lines, the table and the notes."""
-    versions = ", ".join(f"{k} {v}" for k, v in tp.report_versions(report).items())
+    versions = ", ".join(f"{k} {v}" for k, v in harness.report_versions(report).items())
     lines = [f"device: {report['device']} ({report['platform']}), threads: {report['threads']}; {versions}",
              f"quiet check: {report['quiet']['output']}", "", markdown_table(report["results"]), ""]
     lines += [f"skipped: L={s['latent']} B={s['batch']} {s['align']} {s['dtype']} {s['contender']}: "
@@ -221,14 +222,15 @@ def report_text(report: dict) -> str:
 
 def run(args, header: dict, log) -> None:
     """``--end-to-end``: every configuration of the grid, a JSON report and the table."""
-    grid = {**tp.GRIDS[args.grid], "name": args.grid}
+    grid = {**harness.GRIDS[args.grid], "name": args.grid}
     hidden = tuple(args.hidden or grid["hidden"])
-    dtypes = tp.run_dtypes(args)
-    out = tp.results_path(args, f"{args.device}-end-to-end.json")
+    dtypes = harness.run_dtypes(args)
+    out = harness.results_path(args, f"{args.device}-end-to-end.json")
     steps_per_call = args.steps_per_call or DEFAULT_STEPS_PER_CALL
     dataset = load_mnist(log)
-    peaks = {dtype: tp.matmul_peak_gflops(grid["matmul_n"][args.device], dtype) for dtype in dtypes}
-    configs = tp.grid_configurations(args)
+    peaks = {dtype: harness.matmul_peak_gflops(grid["matmul_n"][args.device], dtype)
+             for dtype in dtypes}
+    configs = harness.grid_configurations(args)
     if not (args.latent or args.batch or args.align):  # the grid's sizes, without alignment
         configs = [c for c in configs if c[2] == "off"]
     results, skipped = [], []

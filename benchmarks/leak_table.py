@@ -12,8 +12,9 @@ trained on hard spikes (straight-through) has nowhere to hide information ("n/a"
 import argparse
 import os
 
-from vscjax import evaluate, train
 from vscjax.config import load_file
+from vscjax.experiment import RunInterrupted, train_and_evaluate
+from vscjax.tables import fmt
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "mnist_vsc.py")
 
@@ -31,10 +32,6 @@ VARIANTS = {  # workdir name -> (description, overrides of mnist_vsc.py)
 }
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-steps", type=int, default=10_000)
@@ -43,12 +40,13 @@ def main() -> None:
     rows = []
     for dirname, (name, overrides) in VARIANTS.items():
         config = load_file(CONFIG, {**overrides, "train.num_steps": args.num_steps, "train.plots": False})
-        workdir = os.path.join(args.root, dirname)
-        train.run(config, workdir)
-        r = evaluate.evaluate_workdir(workdir, split="test", make_plots=False)
+        try:
+            r = train_and_evaluate(config, os.path.join(args.root, dirname), make_plots=False)
+        except RunInterrupted as err:
+            raise SystemExit(f"leak_table: {err}") from None
         e, o = r["elbo"], config.objective
         rows.append(f"| {name} | {o.mask} | {o.c.kind} c={o.c.value:g} | {e['exact_neg_elbo']:.1f} | "
-                    f"{_fmt(e['relaxed_neg_elbo'])} | {_fmt(e['leak'])} | "
+                    f"{fmt(e['relaxed_neg_elbo'], '.1f')} | {fmt(e['leak'], '.1f')} | "
                     f"{r['sparsity']['expected_active']:.1f} |")
     print(f"MNIST, MLP 400, L=200, alpha=0.01, batch 128, {args.num_steps} steps; test set, nats per sample")
     print("| training | mask | c | exact -ELBO | relaxed -ELBO | leak | expected active dims |")

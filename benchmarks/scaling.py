@@ -6,7 +6,7 @@
     python -m benchmarks.scaling --from benchmarks/results/scaling-cpu.json
 
 Each point (framework, align, L) is one full training step (forward, backward, Adam) of the
-MLP VSC of benchmarks/throughput.py (MNIST-shaped random images, 28x28x1, hidden 400, relaxed
+MLP VSC of benchmarks/harness.py (MNIST-shaped random images, 28x28x1, hidden 400, relaxed
 mask, fixed prior), with the contenders of that module: ``vscjax`` (``make_train_step``,
 jitted, state donated), ``torch`` (the eager reference) and, on request, ``torch.compile``.
 Each framework initialises its own weights (the same layers, its own default initialiser), so
@@ -16,7 +16,7 @@ divides by 10 and by 8). Pairwise alignment then compares pairs only within each
 in both frameworks (vscjax ``class_major=True``, the large-latent path; the torch reference's
 ``class_major`` path, the same definition); centroid is unaffected by the order.
 
-Timing (``throughput.measure``): the first call (trace, compile, one step) is reported apart
+Timing (``harness.measure``): the first call (trace, compile, one step) is reported apart
 as "compile s"; one warm-up step; then ``--repeats`` repeats, each of enough steps to last
 0.5 s, each ended by a block on the result; "step s" is the median over repeats.
 
@@ -63,7 +63,8 @@ import sys
 import tempfile
 import time
 
-from benchmarks import throughput as tp
+from benchmarks import harness
+from vscjax.tables import fmt
 
 FRAMEWORKS = ("vscjax", "torch", "torch.compile")
 ALIGNS = ("pairwise", "centroid")
@@ -84,7 +85,7 @@ def class_major_labels(batch: int):
     """Labels [B] int32: B / C samples of class 0, then of class 1, ... (class-major order)."""
     import numpy as np
 
-    return np.repeat(np.arange(tp.NUM_CLASSES, dtype=np.int32), batch // tp.NUM_CLASSES)
+    return np.repeat(np.arange(harness.NUM_CLASSES, dtype=np.int32), batch // harness.NUM_CLASSES)
 
 
 def _import_everything() -> None:
@@ -104,10 +105,10 @@ def compile_skip_reason(latent: int, batch: int, align: str) -> str | None:
 
     if align != "pairwise":
         return None
-    per_class = batch // tp.NUM_CLASSES
-    blocks = math.ceil(latent / dim_chunk(tp.NUM_CLASSES, per_class, latent, DEFAULT_BLOCK_ELEMENTS))
-    if blocks > tp.COMPILE_BLOCK_LIMIT:
-        return f"torch.compile would unroll {blocks} pairwise blocks (> {tp.COMPILE_BLOCK_LIMIT})"
+    per_class = batch // harness.NUM_CLASSES
+    blocks = math.ceil(latent / dim_chunk(harness.NUM_CLASSES, per_class, latent, DEFAULT_BLOCK_ELEMENTS))
+    if blocks > harness.COMPILE_BLOCK_LIMIT:
+        return f"torch.compile would unroll {blocks} pairwise blocks (> {harness.COMPILE_BLOCK_LIMIT})"
     return None
 
 
@@ -119,18 +120,18 @@ def run_point(job: dict) -> dict:
     latent, batch, align, hidden = job["latent"], job["batch"], job["align"], tuple(job["hidden"])
     if job["framework"] == "torch.compile" and (reason := compile_skip_reason(latent, batch, align)):
         return {"status": "skipped", "error": reason}
-    images, _ = tp.make_data(batch)  # [B, 28, 28, 1]
+    images, _ = harness.make_data(batch)  # [B, 28, 28, 1]
     labels = class_major_labels(batch)  # [B]
-    config = tp.vscjax_config(latent, batch, align, "float32", hidden)
+    config = harness.vscjax_config(latent, batch, align, "float32", hidden)
     if job["framework"] == "vscjax":
-        graphdef, state, tx = initial_state(config, tp.IMAGE_SHAPE, tp.NUM_CLASSES)
-        contender = tp.vscjax_contender(graphdef, state, tx, config, images, labels, class_major=True)
+        graphdef, state, tx = initial_state(config, harness.IMAGE_SHAPE, harness.NUM_CLASSES)
+        contender = harness.vscjax_contender(graphdef, state, tx, config, images, labels, class_major=True)
         del state  # the contender holds its own copy
     else:  # torch's own initial weights: no JAX computation in torch's memory
-        contender = tp.torch_contender(None, latent, align, "float32", hidden, images, labels,
+        contender = harness.torch_contender(None, latent, align, "float32", hidden, images, labels,
                                        "cpu", compiled=job["framework"] == "torch.compile",
                                        class_major=True)
-    m = tp.measure(contender, warmup=1, repeats=job["repeats"], min_repeat_s=job["min_repeat_s"])
+    m = harness.measure(contender, warmup=1, repeats=job["repeats"], min_repeat_s=job["min_repeat_s"])
     return dict(status="ok", step_s_median=statistics.median(m["step_s"]), step_s=m["step_s"],
                 steps_per_repeat=m["steps_per_repeat"], compile_s=m["first_call_s"],
                 xla_peak_mib=m["peak_mib"])
@@ -147,7 +148,7 @@ def check_alignment() -> dict:
     from benchmarks import torch_reference as ref
     from vscjax import alignment
 
-    batch, latent = CHECK["per_class"] * tp.NUM_CLASSES, CHECK["latent"]
+    batch, latent = CHECK["per_class"] * harness.NUM_CLASSES, CHECK["latent"]
     rng = np.random.default_rng(0)
     logits = (4 * rng.standard_normal((batch, latent))).astype(np.float32)  # [B, L], some saturated
     labels = class_major_labels(batch)  # [B]
@@ -155,10 +156,10 @@ def check_alignment() -> dict:
     for mode, class_major in (("pairwise", True), ("pairwise", False), ("centroid", False)):
         kwargs = dict(mode=mode, class_major=class_major, max_block_elements=CHECK["max_block_elements"])
         jax_value, jax_grad = jax.value_and_grad(alignment.class_alignment_loss)(
-            jnp.asarray(logits), jnp.asarray(labels), tp.NUM_CLASSES, **kwargs)
+            jnp.asarray(logits), jnp.asarray(labels), harness.NUM_CLASSES, **kwargs)
         t_logits = torch.tensor(logits, requires_grad=True)
         torch_value = ref.class_alignment_loss(t_logits, torch.from_numpy(labels).long(),
-                                               tp.NUM_CLASSES, **kwargs)
+                                               harness.NUM_CLASSES, **kwargs)
         torch_value.backward()
         name = f"{mode}{' class_major' if class_major else ''}"
         np.testing.assert_allclose(torch_value.item(), float(jax_value), rtol=1e-4, err_msg=name)
@@ -181,7 +182,7 @@ def run_job(job: dict) -> None:
 
     if job["memory_limit_bytes"]:
         resource.setrlimit(resource.RLIMIT_DATA, (job["memory_limit_bytes"],) * 2)
-    tp.configure_process("cpu", job["threads"])
+    harness.configure_process("cpu", job["threads"])
     _import_everything()
     try:
         if job["kind"] == "point":
@@ -207,7 +208,7 @@ def run_child(job: dict, timeout_s: float) -> dict:
         job = {**job, "result": os.path.join(tmp, "result.json")}
         began = time.monotonic()
         child = subprocess.Popen([sys.executable, "-m", "benchmarks.scaling", "--job", json.dumps(job)],
-                                 cwd=tp.REPO_ROOT, stdout=sys.stderr, start_new_session=True)
+                                 cwd=harness.REPO_ROOT, stdout=sys.stderr, start_new_session=True)
         try:
             timed_out = False
             while True:
@@ -293,8 +294,8 @@ def markdown_table(points: list[dict]) -> str:
         ok = p["status"] == "ok"
         rows.append("| " + " | ".join([
             f"{p['latent']:,}", p["align"], p["framework"],
-            tp.fmt(p.get("step_s_median"), ".4f"), tp.fmt(p.get("compile_s"), ".1f"),
-            tp.fmt(p.get("peak_rss_mib") if ok else None, ",.0f"), tp.fmt(p.get("xla_peak_mib"), ",.0f"),
+            fmt(p.get("step_s_median"), ".4f"), fmt(p.get("compile_s"), ".1f"),
+            fmt(p.get("peak_rss_mib") if ok else None, ",.0f"), fmt(p.get("xla_peak_mib"), ",.0f"),
             p["status"] if ok else f"{p['status']}: {p.get('error', '')[:80]}",
         ]) + " |")
     return "\n".join(rows)
@@ -302,7 +303,7 @@ def markdown_table(points: list[dict]) -> str:
 
 def report_text(report: dict) -> str:
     """Header lines, the table, the fitted slopes and the largest L reached."""
-    v = tp.report_versions(report)
+    v = harness.report_versions(report)
     lines = [f"device: {report['device']}, threads: {report['threads']}, jax {v['jax']}, "
              f"torch {v['torch']}, B={report['batch']}, hidden {report['hidden']}",
              f"quiet check: {report['quiet']['output']}",
@@ -314,7 +315,7 @@ def report_text(report: dict) -> str:
                   if fit["framework"] == "vscjax" else "")
         lines.append(f"slope {fit['framework']} {fit['align']}: {fit['slope']:.2f} "
                      f"(log step s vs log L, {fit['points']} points with L >= {fit['fit_from']:,}){target}")
-    lines += [f"largest L {r['framework']} {r['align']}: {tp.fmt(r['latent'], ',')}"
+    lines += [f"largest L {r['framework']} {r['align']}: {fmt(r['latent'], ',')}"
               for r in report["largest_latent"]]
     return "\n".join(lines)
 
@@ -390,17 +391,17 @@ def main(argv=None) -> None:
         sys.exit("XLA_FLAGS holds xla_force_host_platform_device_count: never time fake devices")
     preset = PRESETS["smoke" if args.smoke else "full"]
     batch = args.batch or preset["batch"]
-    if batch % tp.NUM_CLASSES:
-        sys.exit(f"--batch {batch}: class-major batches need a multiple of the {tp.NUM_CLASSES} classes")
+    if batch % harness.NUM_CLASSES:
+        sys.exit(f"--batch {batch}: class-major batches need a multiple of the {harness.NUM_CLASSES} classes")
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    quiet = tp.quiet_check()  # before anything of ours is busy
+    quiet = harness.quiet_check()  # before anything of ours is busy
     log(f"quiet check: {quiet['output']}")
     threads = args.threads or len(os.sched_getaffinity(0))
     memory_gib = (args.memory_limit_gib if args.memory_limit_gib is not None
                   else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
     common = dict(threads=threads, batch=batch, hidden=list(preset["hidden"]), repeats=args.repeats,
                   min_repeat_s=preset["min_repeat_s"], memory_limit_bytes=int(memory_gib * 2**30))
-    out = args.out or os.path.join(tp.REPO_ROOT, "benchmarks", "results",
+    out = args.out or os.path.join(harness.REPO_ROOT, "benchmarks", "results",
                                    f"scaling-cpu{'-smoke' if args.smoke else ''}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     began = time.perf_counter()
@@ -421,9 +422,9 @@ def main(argv=None) -> None:
     fits = fit_slopes(points, preset["fit_from"])
 
     report = {
-        **tp.run_record("benchmarks.scaling", "cpu", threads, quiet),
-        "batch": batch, "num_classes": tp.NUM_CLASSES, "hidden": list(preset["hidden"]),
-        "image_shape": list(tp.IMAGE_SHAPE), "repeats": args.repeats, "warmup": 1,
+        **harness.run_record("benchmarks.scaling", "cpu", threads, quiet),
+        "batch": batch, "num_classes": harness.NUM_CLASSES, "hidden": list(preset["hidden"]),
+        "image_shape": list(harness.IMAGE_SHAPE), "repeats": args.repeats, "warmup": 1,
         "min_repeat_s": preset["min_repeat_s"], "max_seconds_per_point": args.max_seconds_per_point,
         "memory_limit_gib": memory_gib, "baseline_rss_mib": baseline["child_rss_mib"],
         "alignment_check": {k: check[k] for k in ("batch", "latent", "values", "passed")},

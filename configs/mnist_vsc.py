@@ -9,7 +9,7 @@ batch 128, 10,000 steps, Adam 1e-3; straight-through spikes whose sharpness c ri
 exponentially from 1 to 30 over training. Validation bound (reports/sweeps/): 124.97 nats,
 against 127.22 for the best constant c (10) and 126.04 for a ramp from 3. Runtime here (2 CPU
 cores): about a minute of training.
-Test set (`python reports/make_report.py`): bound 125.0 nats, 3.4 confident dims, Jaccard
+Test set (`python reports/make_report.py`): bound 125.0 nats, active count 3.4, Jaccard
 same / different class 0.135 / 0.019, probe 93.6%.
 """
 

@@ -24,8 +24,11 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from vscjax import evaluate, train  # noqa: E402
+from vscjax import evaluate  # noqa: E402
 from vscjax.config import load_file  # noqa: E402
+from vscjax.experiment import RunInterrupted, train_and_evaluate  # noqa: E402
+from vscjax.tables import fmt  # noqa: E402
+from vscjax.workdir import saved_config  # noqa: E402
 
 
 def parse_value(text: str):
@@ -61,11 +64,12 @@ def run_name(setting: dict) -> str:
 
 
 def row(name: str, results: dict) -> dict:
-    """The table's columns from an eval_validation.json."""
+    """The table's columns from an eval_validation.json (the names of ``evaluate.headline``)."""
     h = evaluate.headline(results)
     specific = h["specific_count"]
-    return dict(setting=name, bound=h["bound"], fixed_prior_elbo=h["fixed_prior"], leak=h["leak"],
-                expected_active=h["expected_active"], active=h["confident"],
+    return dict(setting=name, exact_neg_elbo=h["exact_neg_elbo"],
+                fixed_prior_exact_neg_elbo=h["fixed_prior_exact_neg_elbo"], leak=h["leak"],
+                expected_active=h["expected_active"], active_count=h["active_count"],
                 jaccard_same=h["jaccard_same"], jaccard_different=h["jaccard_different"],
                 num_global=h["num_global"],
                 classes_with_specific=None if specific is None else sum(1 for n in specific if n),
@@ -75,28 +79,21 @@ def row(name: str, results: dict) -> dict:
 def _check_same_run(workdir: str, config) -> None:
     """Refuse to reuse a workdir trained under another config (run names hold the swept keys
     only, so two sweeps with other fixed values must not share a --root)."""
-    path = os.path.join(workdir, "config.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if saved != json.loads(config.to_json()):
-            raise SystemExit(f"sweep.py: {workdir} holds a run of another config; use another --root")
-
-
-def _fmt(value, spec):
-    return "n/a" if value is None else format(value, spec)
+    saved = saved_config(workdir)
+    if saved is not None and saved != json.loads(config.to_json()):
+        raise SystemExit(f"sweep.py: {workdir} holds a run of another config; use another --root")
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| setting | bound on -log p(x) | fixed-prior ELBO | leak | expected active | "
-             "active | Jaccard same / diff | global dims | classes with a specific dim | probe |",
+    lines = ["| setting | bound on -log p(x) | fixed-prior exact -ELBO | leak | expected active | "
+             "active count | Jaccard same / diff | global dims | classes with a specific dim | probe |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(
-            f"| {r['setting']} | {r['bound']:.2f} | {_fmt(r['fixed_prior_elbo'], '.2f')} | "
-            f"{_fmt(r['leak'], '.2f')} | {r['expected_active']:.1f} | {r['active']:.1f} | "
-            f"{_fmt(r['jaccard_same'], '.3f')} / {_fmt(r['jaccard_different'], '.3f')} | "
-            f"{_fmt(r['num_global'], 'd')} | {_fmt(r['classes_with_specific'], 'd')} | "
+            f"| {r['setting']} | {r['exact_neg_elbo']:.2f} | "
+            f"{fmt(r['fixed_prior_exact_neg_elbo'], '.2f')} | {fmt(r['leak'], '.2f')} | {r['expected_active']:.1f} | {r['active_count']:.1f} | "
+            f"{fmt(r['jaccard_same'], '.3f')} / {fmt(r['jaccard_different'], '.3f')} | "
+            f"{fmt(r['num_global'], 'd')} | {fmt(r['classes_with_specific'], 'd')} | "
             f"{100 * r['probe']:.1f}% |")
     return "\n".join(lines)
 
@@ -118,13 +115,13 @@ def main(argv=None) -> None:
         workdir = os.path.join(args.root, name)
         config = load_file(args.config, {**fixed, **setting})
         _check_same_run(workdir, config)
-        summary = train.run(config, workdir)
-        if "interrupted_at_step" in summary:
-            raise SystemExit(f"sweep.py: {name} interrupted; rerun to resume")
-        results = evaluate.evaluate_workdir(workdir, split="validation", make_plots=False)
+        try:
+            results = train_and_evaluate(config, workdir, split="validation", make_plots=False)
+        except RunInterrupted as err:
+            raise SystemExit(f"sweep.py: {err}") from None
         rows.append(row(name, results))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    rows.sort(key=lambda r: r["bound"])
+    rows.sort(key=lambda r: r["exact_neg_elbo"])
     table = markdown(rows)
     print(table)
     if args.out:

@@ -27,6 +27,22 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+def named_leaves(tree) -> dict:
+    """{"decoder/out/bias/value": array, ...}: a pytree's leaves by their path, the same for an
+    ``nnx.State`` and for the nested dicts orbax reads back without a target."""
+    return {"/".join(str(next(getattr(k, a) for a in ("key", "name", "idx") if hasattr(k, a)))
+                     for k in path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def assert_same_leaves(a, b):
+    """Bit-identical leaves under the same names (:func:`named_leaves`)."""
+    a, b = named_leaves(a), named_leaves(b)
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
 def check_record(record, extra=()):
     """``record`` is :func:`vscjax.provenance.record` of this process (with ``extra`` packages)."""
     versions = record["versions"]

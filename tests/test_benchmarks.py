@@ -4,7 +4,7 @@ import mmap
 
 import numpy as np
 
-from benchmarks import end_to_end, throughput
+from benchmarks import end_to_end, harness
 from vscjax import data
 
 
@@ -24,11 +24,11 @@ def test_measure_counts_the_page_faults_of_a_fresh_buffer_per_step():
         reused_buffer[::mmap.PAGESIZE] = b"\1" * (size // mmap.PAGESIZE)
 
     schedule = dict(warmup=1, repeats=3, min_repeat_s=0.0)
-    fresh = throughput.Contender(fresh_buffer, lambda out: None, lambda: None, steps_per_call=4)
-    reused = throughput.Contender(reuse_buffer, lambda out: None, lambda: None)
+    fresh = harness.Contender(fresh_buffer, lambda out: None, lambda: None, steps_per_call=4)
+    reused = harness.Contender(reuse_buffer, lambda out: None, lambda: None)
     pages_per_step = size // mmap.PAGESIZE / 4
-    assert pages_per_step <= throughput.measure(fresh, **schedule)["page_faults_per_step"] < 1.2 * pages_per_step
-    assert throughput.measure(reused, **schedule)["page_faults_per_step"] < 10
+    assert pages_per_step <= harness.measure(fresh, **schedule)["page_faults_per_step"] < 1.2 * pages_per_step
+    assert harness.measure(reused, **schedule)["page_faults_per_step"] < 10
 
 
 def test_torch_loop_runs_every_step_across_epochs_and_times_each_interval():

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO_ROOT, load_config
-from vscjax import checkpoints, data, evaluate, multihost, train
+from vscjax import checkpoints, data, evaluate, multihost, train, trained
 
 TINY = os.path.join(REPO_ROOT, "configs", "tiny.py")
 # Long enough (in steps) that a signal lands in training; checkpoints every 25 steps.
@@ -174,8 +174,7 @@ def _run_alone(command, log_prefix, num_devices=4):
 
 
 def _final_params(workdir):
-    _, _, state = checkpoints.load_trained(str(workdir), (8, 8, 1), 10)
-    return jax.device_get(state.params)
+    return jax.device_get(trained.restore_model(str(workdir), (8, 8, 1), 10).params)
 
 
 def _assert_params_close(a, b):

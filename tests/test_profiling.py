@@ -33,7 +33,7 @@ def test_no_trace_by_default_or_on_other_processes(tmp_path, monkeypatch):
     train.run(load_config("tiny", train__num_steps=3), str(tmp_path / "default"))
     assert not os.path.exists(tmp_path / "default" / "profile")
     monkeypatch.setattr(jax, "process_index", lambda: 1)
-    profiler = profiling.StepProfiler(str(tmp_path / "process1"), 0, 2)
+    profiler = profiling.StepProfiler(str(tmp_path / "process1" / "profile"), 0, 2)
     profiler.before_step(0)
     assert not profiler.active and not os.path.exists(tmp_path / "process1" / "profile")
 

@@ -45,10 +45,10 @@ def test_git_state_commit_and_dirty_flag(tmp_path):
 
 def test_benchmark_reports_record_provenance_with_torch():
     pytest.importorskip("torch")
-    from benchmarks import throughput
+    from benchmarks import harness
 
-    record = throughput.run_record("benchmarks.throughput", "cpu", 2, {"ran": False})
+    record = harness.run_record("benchmarks.throughput", "cpu", 2, {"ran": False})
     check_record(record["provenance"], extra=("torch",))
-    assert throughput.report_versions(record)["torch"] == importlib.metadata.version("torch")
-    assert throughput.report_versions({"versions": {"jax": "0.1"}}) == {"jax": "0.1"}  # older reports
+    assert harness.report_versions(record)["torch"] == importlib.metadata.version("torch")
+    assert harness.report_versions({"versions": {"jax": "0.1"}}) == {"jax": "0.1"}  # older reports
 

@@ -20,6 +20,7 @@ import pytest
 from helpers import REPO_ROOT, assert_trees_equal, committed_steps, load_config, saved_state
 from vscjax import checkpoints, data, faults, train
 from vscjax.checkpoints import CheckpointMismatchError, Checkpoints
+from vscjax.workdir import CORRUPT_DIR
 
 TINY = os.path.join(REPO_ROOT, "configs", "tiny.py")
 # Checkpoints at 20, 40 and 60; train records at 1, 10, 20, ..., 60.
@@ -79,7 +80,7 @@ def _assert_reproduces(workdir, reference, starts):
     assert _starts(records) == starts
     assert _metrics(records, "train") == _metrics(_records(reference), "train")
     assert _metrics(records, "validation")[-1:] == _metrics(_records(reference), "validation")
-    assert not os.path.exists(os.path.join(workdir, checkpoints.CORRUPT_DIR))
+    assert not os.path.exists(os.path.join(workdir, CORRUPT_DIR))
 
 
 # ----------------------------------------------------------------------------- SIGKILL
@@ -246,7 +247,7 @@ def test_checkpoint_of_another_state_stops_and_stays(tmp_path, change, message):
         _restore(tmp_path, config, other.abstract_state())
     assert "\n" not in str(err.value)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == before
-    assert not os.path.exists(tmp_path / checkpoints.CORRUPT_DIR)
+    assert not os.path.exists(tmp_path / CORRUPT_DIR)
 
 
 def test_checkpoint_of_another_dtype_stops_and_stays(tmp_path):
@@ -261,7 +262,7 @@ def test_checkpoint_of_another_dtype_stops_and_stays(tmp_path):
     wanted = jax.tree.map(as_bf16, trainer.abstract_state())
     with pytest.raises(CheckpointMismatchError, match=r"dtype float32 in the checkpoint, bfloat16 in this run"):
         _restore(tmp_path, config, wanted)
-    assert committed_steps(tmp_path) == [10] and not os.path.exists(tmp_path / checkpoints.CORRUPT_DIR)
+    assert committed_steps(tmp_path) == [10] and not os.path.exists(tmp_path / CORRUPT_DIR)
 
 
 def test_cli_names_a_checkpoint_of_another_shape(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from helpers import load_config
-from vscjax import objective, rng, state, train
+from vscjax import evaluation_loop, rng, state, train
 
 
 def _key_data(root, count: int) -> set[tuple[int, int]]:
@@ -35,7 +35,7 @@ def test_initialisation_training_and_evaluation_draw_disjoint_keys(monkeypatch):
     streams = {
         "init": _key_data(roots[0], 1_000),  # far more draws than a model makes
         "train": _key_data(train.Trainer(config).key, 100_000),  # updates
-        "eval": _key_data(objective.eval_key(config.seed), 1_000),  # evaluation batches
+        "eval": _key_data(evaluation_loop.eval_key(config.seed), 1_000),  # evaluation batches
         "iw": _key_data(rng.key(config.seed, "iw"), 1_000),  # importance-sampling batches
     }
     union = set().union(*streams.values())

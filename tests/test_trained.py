@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 import vscjax
-from helpers import REPO_ROOT, assert_trees_equal, load_config
-from vscjax import checkpoints, data, objective, train, trained
+from helpers import REPO_ROOT, assert_same_leaves, assert_trees_equal, load_config, saved_state
+from vscjax import bounds, checkpoints, data, train, trained
 from vscjax.models import build_model
+from vscjax.state import abstract, initial_state
+from vscjax.workdir import read_config
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,7 @@ def test_load_gives_the_checkpoints_parameters_and_the_datas_shape(workdir):
     assert model.image_shape == (8, 8, 1) and model.num_classes == 10 and model.step == 10
     assert json.load(open(workdir / "dataset.json")) == {"name": "digits", "image_shape": [8, 8, 1],
                                                           "num_classes": 10}
-    _, _, state = checkpoints.load_trained(str(workdir), (8, 8, 1), 10)
-    assert_trees_equal(model.params, state.params)
+    assert_same_leaves(model.params, saved_state(workdir)["params"])  # read by orbax alone
 
 
 def test_load_reads_no_optimizer_state(workdir, tmp_path):
@@ -41,8 +42,11 @@ def test_load_reads_no_optimizer_state(workdir, tmp_path):
     config = json.load(open(copy / "config.json"))
     config["optimizer"]["grad_clip_norm"] = 1.0  # optax.chain(clip, adam): another state tree
     json.dump(config, open(copy / "config.json", "w"))
+    _, state, _ = initial_state(read_config(str(copy)), (8, 8, 1), 10)
+    whole = checkpoints.Checkpoints.reader(str(copy))
     with pytest.raises(checkpoints.CheckpointMismatchError, match="opt_state.* is not in the checkpoint"):
-        checkpoints.load_trained(str(copy), (8, 8, 1), 10)
+        whole.restore_latest(abstract(state, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
+    whole.manager.close()
     assert_trees_equal(vscjax.load(str(copy)).params, vscjax.load(str(workdir)).params)
 
 
@@ -135,7 +139,7 @@ def test_other_priors_sample_their_generative_prior(prior):
     if prior == "gaussian":
         assert np.all(z != 0) and abs(z.std() - 1) < 0.05
         return
-    mixture = objective.prior_mixture(model, config.objective.alpha)
+    mixture = bounds.prior_mixture(model, config.objective.alpha)
     spike = np.broadcast_to(jax.nn.sigmoid(mixture.spike_logit), (mixture.log_weights.shape[0], 16))
     np.testing.assert_allclose(_on_fraction(z), spike.mean(axis=0), atol=0.035)  # uniform mixture
     if prior == "fixed":
@@ -143,16 +147,6 @@ def test_other_priors_sample_their_generative_prior(prior):
     with pytest.raises(ValueError, match=f"the {prior} prior has no classes"):
         sampler.sample(2, jax.random.key(0), label=0)
 
-
-def test_prior_sample_rows_give_a_row_per_class_where_there_are_classes():
-    model, config = _model("class_mask")
-    grid, names = trained.prior_sample_rows(trained.TrainedModel(model, config, num_classes=3),
-                                            jax.random.key(0), per_row=5)
-    assert grid.shape == (3, 5, 8, 8, 1) and names == ["class 0", "class 1", "class 2"]
-    model, config = _model("fixed")
-    grid, names = trained.prior_sample_rows(trained.TrainedModel(model, config, num_classes=3),
-                                            jax.random.key(0), per_row=5, unlabelled_rows=2)
-    assert grid.shape == (2, 5, 8, 8, 1) and names == ["fixed prior"] * 2
 
 # ----------------------------------------------------------------------------- the README
 

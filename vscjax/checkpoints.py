@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the train state, with the config saved beside them.
+"""Orbax checkpoints of the train state: saved, sealed with checksums, restored with care.
 
 A checkpoint holds the whole train state (parameters, optimizer state, step, count of skipped
 non-finite steps). The data position and the step's random key are pure functions of
@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 
 import jax
@@ -41,11 +42,9 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from vscjax import faults, multihost
-from vscjax import state as train_state
-from vscjax.config import CONFIG_FILE, base_config
+from vscjax.workdir import checkpoints_dir, corrupt_dir, write_json_atomic
 
 CHECKSUMS_FILE = "checksums.json"
-CORRUPT_DIR = "corrupt_checkpoints"
 ITEM_DIR = "default"  # the folder of the train state inside a step's checkpoint
 MISMATCHES_SHOWN = 3  # differences named in a CheckpointMismatchError
 
@@ -130,6 +129,47 @@ def state_mismatch(saved, wanted, *, partial: bool = False) -> str | None:
     return "; ".join(problems[:MISMATCHES_SHOWN]) + (f" (and {more} more)" if more > 0 else "")
 
 
+# Parameters whose layout changed with their values in the same order: checkpoints written
+# before the encoder heads had a latent axis of their own hold the kernel as [in, heads * L]
+# and the bias as [heads * L]; they are read in that shape and reshaped ([in, heads, L], [heads, L]).
+RESHAPED_LEAVES = ("encoder/heads/kernel/value", "encoder/heads/bias/value")
+
+
+def _older_layouts(saved, abstract_state):
+    """(target, {leaf name: the shape this run wants}) for a restore of ``saved``: the leaves of
+    ``RESHAPED_LEAVES`` that the checkpoint holds in their older, flat layout are asked for in
+    that layout (replicated), to be reshaped after the read."""
+    saved_specs = _leaf_specs(saved)
+    reshaped = {}
+
+    def older(path, leaf):
+        name = _leaf_name(path)
+        shape = saved_specs.get(name, (None,))[0]
+        if (name.endswith(RESHAPED_LEAVES) and shape is not None and shape != tuple(leaf.shape)
+                and math.prod(shape) == math.prod(leaf.shape) and len(shape) == len(leaf.shape) - 1):
+            reshaped[name] = tuple(leaf.shape)
+            mesh_sharding = leaf.sharding
+            flat = (jax.sharding.NamedSharding(mesh_sharding.mesh, jax.sharding.PartitionSpec())
+                    if isinstance(mesh_sharding, jax.sharding.NamedSharding) else mesh_sharding)
+            return jax.ShapeDtypeStruct(shape, leaf.dtype, sharding=flat)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(older, abstract_state), reshaped
+
+
+def _reshape_older(state, abstract_state, reshaped: dict):
+    """``state`` with the leaves read in an older layout reshaped and placed as the run wants."""
+    if not reshaped:
+        return state
+
+    def fix(path, leaf, want):
+        if _leaf_name(path) not in reshaped:
+            return leaf
+        return jax.jit(lambda x: x.reshape(want.shape), out_shardings=want.sharding)(leaf)
+
+    return jax.tree_util.tree_map_with_path(fix, state, abstract_state)
+
+
 class _FaultPointTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
     """Orbax's temporary folder, renamed to commit a save, with a fault point just before the
     rename of a step's folder (:mod:`vscjax.faults`, ``checkpoint_commit``)."""
@@ -150,7 +190,7 @@ class Checkpoints:
         self.read_only = False
         self._unsealed = None
         self.manager = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints"),
+            checkpoints_dir(self.workdir),
             item_handlers=ocp.StandardCheckpointHandler(),  # reads the arrays' metadata too
             options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
                                                  cleanup_tmp_directories=True,
@@ -164,7 +204,7 @@ class Checkpoints:
         self.workdir = os.path.abspath(workdir)
         self.read_only = True
         self._unsealed = None
-        directory = os.path.join(self.workdir, "checkpoints")
+        directory = checkpoints_dir(self.workdir)
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
         self.manager = ocp.CheckpointManager(
@@ -193,7 +233,7 @@ class Checkpoints:
         self.manager.reload()
 
     def _move_to_quarantine(self, step: int, reason: str) -> None:
-        target_root = os.path.join(self.workdir, CORRUPT_DIR)
+        target_root = corrupt_dir(self.workdir)
         os.makedirs(target_root, exist_ok=True)
         target = os.path.join(target_root, f"{step}")
         suffix = 0
@@ -222,7 +262,8 @@ class Checkpoints:
             problem = _describe(err)
         if multihost.any_process(problem is not None):
             return None, problem or elsewhere
-        mismatch = state_mismatch(saved, abstract_state, partial=partial)
+        target, reshaped = _older_layouts(saved, abstract_state)
+        mismatch = state_mismatch(saved, target, partial=partial)
         if mismatch is not None:
             raise CheckpointMismatchError(
                 f"checkpoint {self._step_dir(step)} does not fit the train state of this run: "
@@ -231,9 +272,10 @@ class Checkpoints:
         state = None
         try:
             if not partial:
-                state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                state = self.manager.restore(step, args=ocp.args.StandardRestore(target))
             else:
-                state = _restore_part(os.path.join(self._step_dir(step), ITEM_DIR), abstract_state)
+                state = _restore_part(os.path.join(self._step_dir(step), ITEM_DIR), target)
+            state = _reshape_older(state, abstract_state, reshaped)
         except Exception as err:  # noqa: BLE001  any unreadable data: corrupt
             problem = _describe(err)
         if multihost.any_process(problem is not None):
@@ -276,11 +318,7 @@ class Checkpoints:
     def _seal(self, step: int) -> None:
         """Write the checksums of checkpoint ``step``'s files into its folder."""
         folder = self._step_dir(step)
-        sums = _file_checksums(folder)
-        tmp = os.path.join(folder, CHECKSUMS_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(sums, f, indent=0)
-        os.replace(tmp, os.path.join(folder, CHECKSUMS_FILE))
+        write_json_atomic(os.path.join(folder, CHECKSUMS_FILE), _file_checksums(folder), indent=0)
 
     def wait(self) -> None:
         """Block until pending saves are on disk, then seal them with their checksums."""
@@ -312,62 +350,39 @@ def _describe(err: Exception) -> str:
     return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
 
 
-def read_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a workdir was trained with (its ``config.json``)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir} (is it a train.py workdir?)")
-    with open(path) as f:
-        saved = json.load(f)
-    config = base_config()  # keys added since the run keep their defaults
+def load_params(workdir: str, abstract_params, *, sharding=None) -> tuple[nnx.State, int]:
+    """(parameters, step) of the newest restorable checkpoint in ``workdir``, read alone (orbax's
+    partial restore: the optimizer state is never read).
 
-    def merge(node, values):
-        for key, value in values.items():
-            if isinstance(value, dict):
-                merge(node[key], value)
-            else:
-                node[key] = tuple(value) if isinstance(value, list) else value
-
-    merge(config, saved)
-    return config
-
-
-def load_trained(workdir: str, image_shape, num_classes: int, *, sharding=None):
-    """(config, graphdef, state) of the newest restorable checkpoint in ``workdir``.
-
-    The state is placed with ``sharding`` (default: this process's first device);
-    ``nnx.merge(graphdef, state.params)`` is the model.
-    """
-    config = read_config(workdir)
-    graphdef, init, _ = train_state.initial_state(config, image_shape, num_classes)
-    if sharding is None:
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return config, graphdef, _restore_newest(workdir, train_state.abstract(init, sharding))
-
-
-def load_params(workdir: str, abstract_params) -> tuple[nnx.State, int]:
-    """(parameters, step) of the newest restorable checkpoint in ``workdir``, read alone (not
-    the optimizer state) and placed on this process's first device.
+    Every process of a multi-process run must call it: which checkpoint is restored is agreed
+    collectively (:meth:`Checkpoints.restore_latest`).
 
     Args:
       workdir: a train.py workdir.
       abstract_params: the model's parameters as ``jax.ShapeDtypeStruct`` (the state of
         ``nnx.split`` of a model built under ``nnx.eval_shape``).
+      sharding: where the parameters are placed: one sharding for all, or a pytree of them
+        (``vscjax.sharding.state_shardings``); default: this process's first device.
+
+    Raises:
+      FileNotFoundError: no checkpoint in ``workdir`` can be restored.
+      CheckpointMismatchError: the newest readable checkpoint holds other parameters.
     """
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = train_state.abstract(
-        {"params": abstract_params, "step": jax.ShapeDtypeStruct((), jnp.int32)}, device)
-    restored = _restore_newest(workdir, target, partial=True)
-    return restored["params"], int(restored["step"])
-
-
-def _restore_newest(workdir: str, target, *, partial: bool = False):
-    """``Checkpoints.restore_latest`` of a read-only workdir; FileNotFoundError if none is."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if isinstance(sharding, jax.sharding.Sharding):  # one placement for every leaf
+        sharding = jax.tree.map(lambda _: sharding, abstract_params)
+    params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract_params, sharding)
+    step_sharding = jax.tree.leaves(sharding)[0]
+    if isinstance(step_sharding, jax.sharding.NamedSharding):
+        step_sharding = jax.sharding.NamedSharding(step_sharding.mesh, jax.sharding.PartitionSpec())
+    target = {"params": params, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=step_sharding)}
     checkpoints = Checkpoints.reader(workdir)
     try:
-        restored = checkpoints.restore_latest(target, partial=partial)
+        restored = checkpoints.restore_latest(target, partial=True)
     finally:
         checkpoints.manager.close()
     if restored is None:
-        raise FileNotFoundError(f"no restorable checkpoint in {workdir}/checkpoints")
-    return restored
+        raise FileNotFoundError(f"no restorable checkpoint in {checkpoints_dir(workdir)}")
+    return restored["params"], int(restored["step"])

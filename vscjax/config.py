@@ -15,19 +15,18 @@ import urllib.parse
 
 import ml_collections
 
-from vscjax import alignment, multihost, spike_slab
+from vscjax import alignment, spike_slab
+from vscjax.data import SOURCES
 from vscjax.models import ARCHITECTURES, CLASS_OFFSETS, LIKELIHOODS, PRIORS
 from vscjax.objective import REGULARISERS, SCHEDULE_KINDS
 
 ALIGN_MODES = ("off",) + alignment.MODES
 NONFINITE_POLICIES = ("skip", "stop")
-SOURCES = ("digits", "idx", "tfds")
 PLACEMENTS = ("device", "host")
 LR_SCHEDULES = ("constant", "cosine")
 MIRROR_SCHEMES = ("https", "http", "file")
 # Keys whose change makes a checkpoint unusable: resuming with a different value is refused.
 STATE_DEFINING_PREFIXES = ("model.", "data.source", "data.name", "optimizer.")
-CONFIG_FILE = "config.json"  # the config a workdir was trained with
 
 
 class ConfigError(ValueError):
@@ -239,13 +238,23 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def check_resume_compatible(saved_json: str, config: ml_collections.ConfigDict) -> None:
+def check_resume_compatible(saved: dict | None, config: ml_collections.ConfigDict) -> None:
     """Refuse to resume a checkpoint written under a config whose state-defining keys differ.
 
     ``train.num_steps`` counts as state-defining under a cosine learning-rate schedule, whose
     every value depends on it.
+
+    Args:
+      saved: the config the workdir was trained with, as saved (``vscjax.workdir.saved_config``);
+        None for a new workdir, which any config may use.
+      config: the config of this run.
+
+    Raises:
+      ConfigError: naming the first key that differs, with both values.
     """
-    saved = _flatten(json.loads(saved_json))
+    if saved is None:
+        return
+    saved = _flatten(saved)
     current = _flatten(json.loads(config.to_json()))
     cosine = current.get("optimizer.lr_schedule") == "cosine"
     for key in sorted(set(saved) | set(current)):
@@ -258,26 +267,17 @@ def check_resume_compatible(saved_json: str, config: ml_collections.ConfigDict) 
                 "--workdir or the same value")
 
 
-def check_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Refuse ``config`` if ``workdir`` was trained with an incompatible one; writes nothing.
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+    """The config of a saved ``config.to_json()`` (a dict of dicts): keys added to the schema
+    since it was saved keep their defaults; lists become tuples."""
+    config = base_config()
 
-    Raises:
-      ConfigError: the workdir's checkpoints were made under values ``config`` changes
-        (:func:`check_resume_compatible`).
-    """
-    path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            check_resume_compatible(f.read(), config)
+    def merge(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                merge(node[key], value)
+            else:
+                node[key] = tuple(value) if isinstance(value, list) else value
 
-
-def record_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Write ``config`` into ``workdir`` as the config it is trained with (replaced whole, so a
-    kill never leaves half a file)."""
-    if not multihost.is_writer():  # process 0 writes it; the others may be reading it
-        return
-    path = os.path.join(workdir, CONFIG_FILE)
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json(indent=2))
-    os.replace(path + ".tmp", path)
+    merge(config, saved)
+    return config

@@ -1,19 +1,18 @@
-"""The VSC objective, its schedules, and the exact (hard-spike) bound of every model.
+"""The VSC training objective and its schedules.
 
     loss = mean_B[ recon NLL + beta * KL + regularisers ] + lambda_align * L_align
 
-(docs/design.md, "The objective"). Every function here is pure and jit-able; the step number may
-be traced, so schedules are computed with jnp.
+(docs/design.md, "The objective"). The KL terms of every prior (:func:`prior_terms`) serve the
+training loss and the evaluation's bounds alike (``vscjax.bounds``). Every function here is pure
+and jit-able; the step number may be traced, so schedules are computed with jnp.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
-from vscjax import alignment, rng, spike_slab
+from vscjax import alignment, spike_slab
 from vscjax.models import VSC
 
 SCHEDULE_KINDS = ("constant", "linear", "exponential")
@@ -25,12 +24,6 @@ REGULARISERS = {
     "partial_sharing": "partial_sharing",  # class-mask prior: partial_sharing()
     "class_exclusivity": "class_exclusivity",  # class-mask prior: class_exclusivity()
 }
-
-
-def eval_key(seed: int) -> jax.Array:
-    """The key of every evaluation of a run (the "eval" stream of :mod:`vscjax.rng`): the same
-    noise each time, so evaluations agree."""
-    return rng.key(seed, "eval")
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -63,42 +56,10 @@ def schedule_value(spec, step) -> jax.Array:
 #   to the sample's own class (the label is known); for the pseudo-input prior the authors'
 #   selector-weighted KL. Regularisers (the sparsity term of the learned priors, the penalty
 #   on the class-mask prior's class offsets) are separate terms, weighted by the config.
-# * evaluation (:func:`eval_terms`): every model's own exact bound on -log p(x) with hard
-#   spikes. A learned prior with several components (classes, pseudo-inputs) is the mixture
+# * evaluation (``vscjax.bounds.eval_terms``): every model's own exact bound on -log p(x) with
+#   hard spikes. A learned prior with several components (classes, pseudo-inputs) is the mixture
 #   sum_k w_k p_k(z) with uniform w, and its bound is the logsumexp over components
 #   (spike_slab.mixture_kl_parts): no label is needed. Regularisers are never part of a bound.
-
-
-class PriorMixture(NamedTuple):
-    """A spike-and-slab prior as a mixture ``p(z) = sum_k w_k p_k(z)`` of K components.
-
-    ``mu``, ``logvar`` and ``spike_logit`` are [K, L], or [1, 1] where every component shares
-    one value (the N(0, 1) slab, the fixed prior's logit(alpha)); ``log_weights`` is [K].
-    """
-
-    mu: jax.Array
-    logvar: jax.Array
-    spike_logit: jax.Array
-    log_weights: jax.Array
-
-
-def prior_mixture(model: VSC, alpha) -> PriorMixture:
-    """The generative prior of a spike-and-slab model as a :class:`PriorMixture`.
-
-    Fixed prior: one component alpha N(0, 1) + (1 - alpha) delta(0). Class-mask prior: one
-    component per class, uniform weights. Pseudo-input prior: its K components with uniform
-    weights (the x-dependent selector is a training device, not part of p(z)).
-    """
-    one = jnp.zeros((1, 1), jnp.float32)
-    if model.prior is None:
-        return PriorMixture(one, one, jnp.reshape(spike_slab.alpha_logit(alpha), (1, 1)), jnp.zeros(1))
-    if model.prior_kind == "class_mask":
-        logits = model.prior.logits()  # [C, L]
-        num = logits.shape[0]
-        return PriorMixture(one, one, logits, jnp.full(num, -jnp.log(num), jnp.float32))
-    mu, logvar, logits = model.prior.components(model.encoder)  # [K, L] each
-    num = logits.shape[0]
-    return PriorMixture(mu, logvar, logits, jnp.full(num, -jnp.log(num), jnp.float32))
 
 
 def _labels_gather(per_class: jax.Array, labels: jax.Array) -> jax.Array:
@@ -141,6 +102,18 @@ def partial_sharing(logits: jax.Array) -> jax.Array:
     return jnp.sum((1.0 - geometric_mean) * pairs)
 
 
+def sparsity(rho, latent_dim: int, alpha) -> jax.Array:
+    """The learned priors' sparsity term ``L * KL(Bern(rho) || Bern(alpha))``, elementwise in rho.
+
+    Args:
+      rho: a mean prior spike probability per sample (or per class), [...].
+      latent_dim: L.
+      alpha: the prior spike probability it is pulled towards.
+    """
+    rho_logit = jnp.log(rho) - jnp.log1p(-rho)
+    return latent_dim * spike_slab.spike_kl_to_prior(rho_logit[..., None], spike_slab.alpha_logit(alpha))
+
+
 def _class_mask_regularisers(prior, labels, alpha) -> dict:
     """The class-mask prior's regularisers per sample, [B] each.
 
@@ -151,12 +124,10 @@ def _class_mask_regularisers(prior, labels, alpha) -> dict:
     """
     logits = prior.logits()  # [C, L]
     rho = jnp.mean(jax.nn.sigmoid(logits), axis=-1)  # [C]
-    rho_logit = jnp.log(rho) - jnp.log1p(-rho)
-    sparsity = logits.shape[-1] * spike_slab.spike_kl_to_prior(rho_logit[:, None], spike_slab.alpha_logit(alpha))
     offsets = prior.offsets()  # [C, L]
     penalty = jnp.sum(jnp.square(offsets), axis=-1)  # [C]
     per_sample = lambda value: jnp.full(labels.shape, value)  # noqa: E731
-    return dict(sparsity=_labels_gather(sparsity, labels),
+    return dict(sparsity=_labels_gather(sparsity(rho, logits.shape[-1], alpha), labels),
                 class_prior_penalty=_labels_gather(penalty, labels),
                 partial_sharing=per_sample(partial_sharing(logits)),
                 class_exclusivity=per_sample(class_exclusivity(prior.shared[...], offsets)))
@@ -169,19 +140,24 @@ def _pseudo_input_kls(model: VSC, x, mu, logvar, spike_logit, alpha):
     post = lambda t: t[:, None, :]  # noqa: E731  [B, 1, L] against the [K, L] components
     slab = spike_slab.slab_kl_to_prior(post(mu), post(logvar), post(spike_logit), p_mu, p_logvar)
     spike = spike_slab.spike_kl_to_prior(post(spike_logit), p_logit)  # [B, K] each
-    # Sparsity: L * KL(Bern(rho_i) || Bern(alpha)), rho_i = mean_j sum_k w_ik gamma_kj.
-    rho = jnp.mean(w @ jax.nn.sigmoid(p_logit), axis=-1)  # [B]
-    rho_logit = jnp.log(rho) - jnp.log1p(-rho)
-    sparsity = mu.shape[-1] * spike_slab.spike_kl_to_prior(rho_logit[:, None], spike_slab.alpha_logit(alpha))
-    return slab, spike, w, sparsity
+    rho = jnp.mean(w @ jax.nn.sigmoid(p_logit), axis=-1)  # [B]: mean_j sum_k w_ik gamma_kj
+    return slab, spike, w, sparsity(rho, mu.shape[-1], alpha)
 
 
-def _prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
-    """KL and regulariser terms of a spike-and-slab model, [B] each.
+def prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
+    """KL and regulariser terms of a spike-and-slab model, [B] each: what the training loss and
+    the evaluation's bounds (``vscjax.bounds``) both read.
 
-    Returns slab_kl, spike_kl (training: own class / selector-weighted), the bound's parts
-    bound_slab_kl, bound_spike_kl, component_kl, the fixed-prior spike KL, and the regularisers
-    (one entry per name in ``REGULARISERS``; zeros where the prior has none).
+    Args:
+      model: the model (its prior); x: images [B, H, W, C] (the pseudo-input selector reads
+        them); labels: [B] class labels (the class-mask prior's own-class KL reads them).
+      mu, logvar, spike_logit: the posterior heads [B, L].
+      alpha: the fixed prior's spike probability.
+
+    Returns:
+      dict: slab_kl, spike_kl (training: own class / selector-weighted), the bound's parts
+      bound_slab_kl, bound_spike_kl, component_kl, fixed_prior_spike_kl, and the regularisers
+      (one entry per name in ``REGULARISERS``; zeros where the prior has none).
     """
     zeros = jnp.zeros(mu.shape[0], jnp.float32)
     slab_std = spike_slab.slab_kl_to_prior(mu, logvar, spike_logit, 0.0, 0.0)  # to N(0, 1)
@@ -201,12 +177,12 @@ def _prior_terms(model: VSC, x, labels, mu, logvar, spike_logit, alpha) -> dict:
         out.update(slab_kl=slab_std, spike_kl=own, bound_slab_kl=b_slab, bound_spike_kl=b_spike,
                    component_kl=comp, **_class_mask_regularisers(prior, labels, alpha))
         return out
-    slab, spike, w, sparsity = _pseudo_input_kls(model, x, mu, logvar, spike_logit, alpha)
+    slab, spike, w, sparsity_term = _pseudo_input_kls(model, x, mu, logvar, spike_logit, alpha)
     num = slab.shape[-1]
     b_slab, b_spike, comp = spike_slab.mixture_kl_parts(
         slab, spike, jnp.full(num, -jnp.log(num), jnp.float32))
     out.update(slab_kl=jnp.sum(w * slab, -1), spike_kl=jnp.sum(w * spike, -1), bound_slab_kl=b_slab,
-               bound_spike_kl=b_spike, component_kl=comp, sparsity=sparsity)
+               bound_spike_kl=b_spike, component_kl=comp, sparsity=sparsity_term)
     return out
 
 
@@ -240,7 +216,7 @@ def elbo_terms(model: VSC, x, labels, key, *, c, alpha, mask: str, warmup=1.0) -
         p = dict(slab_kl=slab_kl, spike_kl=zeros, **{name: zeros for name in REGULARISERS})
     else:
         z = spike_slab.sample(key, warmup * mu, warmup * logvar, spike_logit, c=c, mask=mask)
-        p = _prior_terms(model, x, labels, mu, logvar, spike_logit, alpha)
+        p = prior_terms(model, x, labels, mu, logvar, spike_logit, alpha)
     recon = model.reconstruction_nll(z, x)
     return dict(recon=recon, slab_kl=p["slab_kl"], spike_kl=p["spike_kl"],
                 **{name: p[name] for name in REGULARISERS},
@@ -296,55 +272,3 @@ def leak_applies(objective_config) -> bool:
     """Whether the leak (exact minus relaxed -ELBO) means anything for a model trained under
     ``objective_config``: only on the relaxed sample can information pass a closed spike."""
     return objective_config.mask == "relaxed"
-
-
-def eval_terms(model: VSC, x, labels, key, *, c, alpha) -> dict:
-    """Every model's exact bound on -log p(x) (hard spikes), the relaxed one, and their parts.
-
-    Both bounds use the un-warmed posterior and the same noise (eta, eps), so the leak is a
-    paired difference: only the mask differs, hard ``1[eta > 1 - gamma]`` against the relaxed
-    one at the training c.
-
-    Returns:
-      dict of [B] arrays:
-        exact: the model's own bound on -log p(x) with hard spikes (recon + slab_kl +
-          spike_kl + component_kl; for the class-mask and pseudo-input priors the logsumexp
-          over the mixture's components, no label used); relaxed: the same with the relaxed
-          sample; leak = exact - relaxed;
-        recon, slab_kl, spike_kl, component_kl: the exact bound's parts (component_kl is the
-          KL of the posterior over classes / pseudo-inputs to their uniform prior; 0 for one
-          component);
-        fixed_prior_exact: the exact negative ELBO of the same q and decoder under the fixed
-          prior alpha N(0, 1) + (1 - alpha) delta(0) (NaN for a plain VAE);
-        class_conditional_exact: the class-mask prior's bound on -log p(x | y) with the
-          sample's label y (NaN for other priors);
-        the regularisers (``REGULARISERS``; not in any bound);
-        expected_active (sum_j gamma_j) and active_count (#{gamma_j > 0.5}).
-    """
-    mu, logvar, spike_logit = model.encode(x)
-    nan = jnp.full(x.shape[0], jnp.nan, jnp.float32)
-    if spike_logit is None:  # plain VAE: no spikes, nothing to relax
-        z = mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
-        recon = model.reconstruction_nll(z, x)
-        kl = spike_slab.gaussian_kl(mu, logvar)
-        zeros = jnp.zeros_like(kl)
-        full = jnp.full(x.shape[0], model.latent_dim, jnp.float32)
-        return dict(exact=recon + kl, relaxed=recon + kl, leak=zeros, recon=recon, slab_kl=kl,
-                    spike_kl=zeros, component_kl=zeros, fixed_prior_exact=nan,
-                    class_conditional_exact=nan, **{name: zeros for name in REGULARISERS},
-                    expected_active=full, active_count=full)
-    eta, eps = spike_slab.noise(key, mu.shape, mu.dtype)
-    draw = lambda mask: spike_slab.sample_from_noise(eta, eps, mu, logvar, spike_logit, c=c, mask=mask)  # noqa: E731
-    recon = model.reconstruction_nll(draw("hard"), x)
-    relaxed_recon = model.reconstruction_nll(draw("relaxed"), x)
-    p = _prior_terms(model, x, labels, mu, logvar, spike_logit, alpha)
-    kl = p["bound_slab_kl"] + p["bound_spike_kl"] + p["component_kl"]
-    fixed_kl = spike_slab.slab_kl_to_prior(mu, logvar, spike_logit, 0.0, 0.0) + p["fixed_prior_spike_kl"]
-    class_conditional = (recon + p["slab_kl"] + p["spike_kl"]
-                         if model.prior_kind == "class_mask" else nan)
-    return dict(exact=recon + kl, relaxed=relaxed_recon + kl, leak=recon - relaxed_recon,
-                recon=recon, slab_kl=p["bound_slab_kl"], spike_kl=p["bound_spike_kl"],
-                component_kl=p["component_kl"], fixed_prior_exact=recon + fixed_kl,
-                class_conditional_exact=class_conditional, **{name: p[name] for name in REGULARISERS},
-                expected_active=jnp.sum(jax.nn.sigmoid(spike_logit), axis=-1),
-                active_count=jnp.sum(spike_logit > 0, axis=-1).astype(jnp.float32))

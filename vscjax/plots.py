@@ -9,7 +9,6 @@ at ``DPI`` dots per inch; each function's docstring gives its size in pixels.
 from __future__ import annotations
 
 import io
-import json
 import os
 import textwrap
 
@@ -65,18 +64,15 @@ def reconstruction_grid(images: np.ndarray, reconstructions: np.ndarray, path: s
     return _save(fig, path)
 
 
-def read_metrics(jsonl_path: str) -> list[dict]:
-    """The records of a metrics.jsonl file written by the trainer."""
-    with open(jsonl_path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def training_curves(jsonl_path: str, path: str) -> str:
+def training_curves(records: list[dict], path: str) -> str:
     """Save the training loss and the validation exact / relaxed negative ELBO against the step.
+
+    Args:
+      records: the trainer's metrics records (``vscjax.workdir.read_metrics``).
+      path: the PNG to write.
 
     Size: 500 by 320 pixels.
     """
-    records = read_metrics(jsonl_path)
     train = [r for r in records if r.get("split") == "train"]
     validation = [r for r in records if r.get("split") == "validation"]
     fig, ax = plt.subplots(figsize=_figsize(500, 320))

@@ -14,24 +14,21 @@ outputs are ready.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import jax
-
-PROFILE_DIR = "profile"
 
 
 class StepProfiler:
     """Starts and stops one ``jax.profiler`` trace around a window of training steps.
 
     Args:
-      workdir: the run's folder; the trace goes to ``<workdir>/profile``.
+      log_dir: the folder of the trace (``vscjax.workdir.profile_dir``: ``<workdir>/profile``).
       start: the first step traced.
       num_steps: steps traced; 0 traces nothing.
     """
 
-    def __init__(self, workdir: str, start: int, num_steps: int):
-        self.log_dir = os.path.join(workdir, PROFILE_DIR)
+    def __init__(self, log_dir: str, start: int, num_steps: int):
+        self.log_dir = log_dir
         self.start, self.end = start, start + num_steps
         self.pending = num_steps > 0 and jax.process_index() == 0  # a trace is still to be taken
         self.active = False

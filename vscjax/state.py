@@ -1,6 +1,6 @@
 """The train state and the optimizer: what a checkpoint holds and how it is created.
 
-Shared by the training loop and by tools that only read checkpoints (``vscjax.evaluate``).
+Shared by the training loop and the checkpoints (``abstract``: the shapes a restore asks for).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ workdir, reaching bit-identical parameters to an uninterrupted run. A call is cu
 single steps) where a checkpoint, an evaluation or the last step falls inside it, so those
 happen at their exact step; a stop signal is acted on when the running call ends, and the
 state saved is that of the call's last step. Evaluation runs through
-``vscjax.evaluation_loop``, the loop ``vscjax.evaluate`` uses too.
+``vscjax.evaluation_loop``, the loop ``vscjax.evaluate`` uses too; the workdir's files and their
+names are ``vscjax.workdir``'s.
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import (data, evaluation_loop, faults, feeding, host_memory, multihost, objective, plots,
+from vscjax import (data, evaluation_loop, faults, feeding, host_memory, multihost, objective,
                     profiling, provenance, resident, rng, sharding, trained)
 from vscjax.checkpoints import Checkpoints
-from vscjax.config import ConfigError, check_workdir, record_config, validate
+from vscjax.config import ConfigError, check_resume_compatible, validate
+from vscjax.figures import draw_training_figures
 from vscjax.models import VSC
 from vscjax.program import DataSpec, TrainProgram
 from vscjax.state import TrainState
+from vscjax.workdir import (metrics_path, plots_dir, profile_dir, read_metrics, saved_config,
+                            tensorboard_dir, write_config, write_dataset_info, write_summary,
+                            write_text_atomic)
 
 
 
@@ -115,7 +120,7 @@ class Trainer:
                  if not np.isnan(v)}  # terms that do not apply to this prior are NaN
         if not objective.leak_applies(self.config.objective):
             means.pop("leak", None)
-        return {"exact_neg_elbo": means.pop("exact"), "relaxed_neg_elbo": means.pop("relaxed"), **means}
+        return means
 
 
 # ----------------------------------------------------------------------------- logging
@@ -135,23 +140,13 @@ class MetricsLog:
         the later ones again) and dropping a line cut by a kill."""
         from tensorboardX import SummaryWriter
 
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        kept = []
-        if os.path.exists(self.path):
-            with open(self.path) as f:
-                for line in f:
-                    try:
-                        record = json.loads(line)
-                    except ValueError:  # a line cut by a kill
-                        continue
-                    if record["step"] <= resume_step:
-                        kept.append(record)
+        self.path = metrics_path(workdir)
+        kept = ([r for r in read_metrics(workdir) if r["step"] <= resume_step]
+                if os.path.exists(self.path) else [])
         self._logged = {(r.get("split"), r["step"]) for r in kept}
-        with open(self.path + ".tmp", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        os.replace(self.path + ".tmp", self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.file = open(self.path, "a")
-        self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.writer = SummaryWriter(tensorboard_dir(workdir))
 
     def has(self, split: str, step: int) -> bool:
         """Whether the log holds a record of ``split`` at ``step``."""
@@ -288,13 +283,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     with _StopSignal() as stop, contextlib.ExitStack() as cleanup:
         trainer = Trainer(config, mesh)
         t = config.train
-        check_workdir(workdir, config)
+        check_resume_compatible(saved_config(workdir), config)
         checkpoints = Checkpoints(workdir, config)
         cleanup.callback(checkpoints.close)
         restored = checkpoints.restore_latest(trainer.abstract_state())
-        record_config(workdir, config)  # only once the workdir's checkpoints are known to fit
-        if multihost.is_writer():
-            trained.write_dataset_info(workdir, config.data.name, trainer.image_shape, trainer.num_classes)
+        if multihost.is_writer():  # the others may be reading these files
+            write_config(workdir, config)  # only once the workdir's checkpoints are known to fit
+            write_dataset_info(workdir, config.data.name, trainer.image_shape, trainer.num_classes)
         state = trainer.initial_state if restored is None else restored
         start = int(jax.device_get(state.step))
         resumed_from = None if restored is None else start
@@ -303,7 +298,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
         cleanup.callback(log.close)
         log.start(start, resumed_from)
-        profiler = profiling.StepProfiler(workdir, t.profile_start, t.profile_steps)
+        profiler = profiling.StepProfiler(profile_dir(workdir), t.profile_start, t.profile_steps)
         cleanup.callback(profiler.stop)
         faults.point("startup")
         feed = cleanup.enter_context(contextlib.closing(trainer.feed(start)))
@@ -390,32 +385,21 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         if not log.has("validation", step):  # a rerun of a finished run logs nothing new
             log.write("validation", step, evaluation)
         summary["provenance"] = provenance.record()
-        # Every process takes part when parameters split over processes must be gathered.
-        params = sharding.local_copy(state.params) if t.plots else None
         if multihost.is_writer():
-            with open(os.path.join(workdir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
-            if t.plots:
-                _end_of_run_plots(trainer, params, workdir, log.path)
+            write_summary(workdir, summary)
+        if t.plots:
+            _end_of_run_figures(trainer, workdir)
         return summary
 
 
-def _end_of_run_plots(trainer: Trainer, params, workdir: str, metrics_path: str) -> None:
-    """The cheap pictures: validation reconstructions (posterior mean code), samples from the
-    prior (a row per class where the prior has classes) and training curves, drawn by the
-    writer alone from its own copy of the parameters (``sharding.local_copy``)."""
-    images = trainer.validation_data.images[:10]
-    model = trained.TrainedModel(nnx.merge(trainer.graphdef, params), trainer.config,
-                                 num_classes=trainer.num_classes)
-    plot_dir = os.path.join(workdir, "plots")
-    plots.reconstruction_grid(images, model.reconstruct(images),
-                              os.path.join(plot_dir, "reconstructions.png"),
-                              title="validation inputs and reconstructions (spikes: gamma > 0.5)")
-    key = rng.key(trainer.config.seed, "prior_samples")
-    samples, row_labels = trained.prior_sample_rows(model, key)
-    plots.image_rows(samples, os.path.join(plot_dir, "prior_samples.png"), row_labels=row_labels,
-                     title=f"samples from the {model.prior} prior (decoder mean images)")
-    plots.training_curves(metrics_path, os.path.join(plot_dir, "training_curves.png"))
+def _end_of_run_figures(trainer: Trainer, workdir: str) -> None:
+    """The cheap pictures of a finished run (``figures.draw_training_figures``), of the model
+    restored from its final checkpoint as ``vscjax.load`` restores it. Every process takes part
+    in the restore (the checkpoint read is agreed collectively); the writer alone draws."""
+    model = trained.load(workdir, image_shape=trainer.image_shape, num_classes=trainer.num_classes)
+    if multihost.is_writer():
+        draw_training_figures(model, trainer.validation_data.images[:10], read_metrics(workdir),
+                              plots_dir(workdir), rng.key(trainer.config.seed, "prior_samples"))
 
 
 def summarise(summary: dict) -> str:

@@ -7,16 +7,17 @@
 
 :func:`load` reads a train.py workdir: ``config.json``, ``dataset.json`` (the image shape and
 the number of classes, written by the trainer) and the parameters of the newest restorable
-checkpoint, alone (the optimizer state is not read). :class:`TrainedModel` runs the model in
-jitted, fixed-size batches (one compilation per batch shape) and returns numpy arrays.
+checkpoint, alone (the optimizer state is not read), through :func:`restore_model`, the one way
+every reader of a workdir restores its model. :class:`TrainedModel` runs the model in jitted,
+fixed-size batches on this process's default device (``evaluation_loop.map_batches`` without a
+mesh: one compilation per batch shape, no collective) and returns numpy arrays.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,31 +25,54 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, objective, rng
-from vscjax.evaluate import Codes
-from vscjax.models import VSC, build_model
+from vscjax import checkpoints, evaluation_loop, rng, sharding
+from vscjax.bounds import prior_mixture
+from vscjax.codes import Codes, encode_images
+from vscjax.models import VSC, build_model, latent_axes
+from vscjax.workdir import read_config, read_dataset_info
 
-DATASET_FILE = "dataset.json"
 BATCH_SIZE = 1000  # images per jitted call
 
 
-def write_dataset_info(workdir: str, name: str, image_shape: Sequence[int], num_classes: int) -> None:
-    """Record in ``workdir/dataset.json`` what a model of this workdir was built for."""
-    path = os.path.join(workdir, DATASET_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump({"name": name, "image_shape": list(image_shape), "num_classes": num_classes}, f)
-    os.replace(path + ".tmp", path)
+class RestoredModel(NamedTuple):
+    """A workdir's model as :func:`restore_model` reads it."""
+
+    config: ml_collections.ConfigDict  # the run's config
+    graphdef: nnx.GraphDef  # the model's structure
+    params: nnx.State  # its parameters
+    step: int  # the training step of the parameters
 
 
-def read_dataset_info(workdir: str) -> dict:
-    """``workdir/dataset.json``: name, image_shape and num_classes of the model's data."""
-    path = os.path.join(workdir, DATASET_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"no {DATASET_FILE} in {workdir} (made by an older train.py?); pass the data's image "
-            f"shape and class count: vscjax.load(workdir, image_shape=(28, 28, 1), num_classes=10)")
-    with open(path) as f:
-        return json.load(f)
+def restore_model(workdir: str, image_shape: Sequence[int], num_classes: int, *,
+                  mesh: jax.sharding.Mesh | None = None) -> RestoredModel:
+    """The model of a train.py workdir: its config and the parameters of its newest restorable
+    checkpoint, read alone (orbax's partial restore; the optimizer state is never read).
+
+    Every reader of a workdir's parameters comes through here: :func:`load`, the end-of-run
+    pictures and ``vscjax.evaluate``. With several processes every process must call it (the
+    checkpoint restored is agreed collectively: ``checkpoints.load_params``).
+
+    Args:
+      workdir: the training run's folder.
+      image_shape: (H, W, C) of the data the model was built for.
+      num_classes: the data's class count.
+      mesh: the mesh the parameters are placed on, their latent axis split over its
+        ``"latent"`` axis as in training (``vscjax.sharding.state_shardings``); default: whole,
+        on this process's first device.
+
+    Raises:
+      FileNotFoundError: the workdir has no config or no restorable checkpoint.
+      checkpoints.CheckpointMismatchError: the newest readable checkpoint holds other parameters.
+    """
+    config = read_config(workdir)
+    abstract_model = nnx.eval_shape(lambda: build_model(
+        config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
+        key=rng.key(config.seed, "init")))
+    graphdef, abstract_params = nnx.split(abstract_model)
+    placement = (None if mesh is None else
+                 sharding.state_shardings(abstract_params, mesh, latent_axes(abstract_model)))
+    params, step = checkpoints.load_params(workdir, abstract_params, sharding=placement)
+    return RestoredModel(config, graphdef, params, step)
 
 
 def load(workdir: str, *, image_shape: Sequence[int] | None = None, num_classes: int | None = None,
@@ -68,43 +92,13 @@ def load(workdir: str, *, image_shape: Sequence[int] | None = None, num_classes:
     Raises:
       FileNotFoundError: the workdir has no config, no dataset info, or no restorable checkpoint.
     """
-    config = checkpoints.read_config(workdir)
     if image_shape is None or num_classes is None:
         info = read_dataset_info(workdir)
         image_shape = info["image_shape"] if image_shape is None else image_shape
         num_classes = info["num_classes"] if num_classes is None else num_classes
-    abstract_model = nnx.eval_shape(lambda: build_model(
-        config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
-        key=rng.key(config.seed, "init")))
-    graphdef, abstract_params = nnx.split(abstract_model)
-    params, step = checkpoints.load_params(workdir, abstract_params)
-    return TrainedModel(nnx.merge(graphdef, params), config, num_classes=num_classes, step=step,
-                        batch_size=batch_size)
-
-
-def _in_batches(fn, array: np.ndarray, batch_size: int):
-    """``fn(batch)`` on fixed-size batches of ``array`` [N, ...] on this process alone (the last
-    batch zero-padded: one compilation), outputs trimmed and concatenated: [N, ...] leaves.
-
-    Unlike ``evaluation_loop.map_batches`` (the sharded, multi-process evaluation), this runs on
-    the default device of the calling process, so one process may call it alone.
-    """
-    size = min(batch_size, len(array))
-    outputs = []
-    for start in range(0, len(array), size):
-        chunk = array[start:start + size]
-        real = len(chunk)
-        if real < size:
-            chunk = np.concatenate([chunk, np.zeros((size - real, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append(jax.tree.map(lambda v, real=real: np.asarray(v)[:real], fn(chunk)))
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _posterior_heads(graphdef, params, x):
-    """(mu, logvar, gamma) of images x [B, H, W, C], each [B, L]; gamma None for a plain VAE."""
-    mu, logvar, spike_logit = nnx.merge(graphdef, params).encode(x)
-    return mu, logvar, None if spike_logit is None else jax.nn.sigmoid(spike_logit)
+    restored = restore_model(workdir, image_shape, num_classes)
+    return TrainedModel(nnx.merge(restored.graphdef, restored.params), restored.config,
+                        num_classes=num_classes, step=restored.step, batch_size=batch_size)
 
 
 class TrainedModel:
@@ -156,19 +150,15 @@ class TrainedModel:
           Codes with mu, logvar and gamma (spike probabilities; ones for a plain VAE), [N, L]
           each, and ``mean_code`` (mu where gamma > 0.5, else 0).
         """
-        mu, logvar, gamma = _in_batches(lambda batch: _posterior_heads(self.graphdef, self.params, batch),
-                                        np.asarray(images), self.batch_size)
-        if gamma is None:  # plain VAE: every dimension active
-            return Codes(mu=mu, logvar=logvar, gamma=np.ones_like(mu), spikes=False)
-        return Codes(mu=mu, logvar=logvar, gamma=gamma, spikes=True)
+        return encode_images(self.graphdef, self.params, np.asarray(images), self.batch_size)
 
     def decode(self, z) -> np.ndarray:
         """The decoder's mean images of latent codes z [N, L]: [N, H, W, C]."""
         z = np.asarray(z, np.float32)
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"codes must be [N, {self.latent_dim}], got shape {z.shape}")
-        return _in_batches(lambda batch: _mean_image(self.graphdef, self.params, batch), z,
-                           self.batch_size)
+        return evaluation_loop.map_batches(functools.partial(_batch_mean_image, graphdef=self.graphdef),
+                                           self.params, (z,), batch_size=self.batch_size)
 
     def reconstruct(self, images) -> np.ndarray:
         """Images [N, H, W, C] decoded from their posterior mean codes (spike on where
@@ -202,27 +192,10 @@ class TrainedModel:
         return self.decode(self.sample_latents(n, key, label=label))
 
 
-def prior_sample_rows(model: TrainedModel, key: jax.Array, *, per_row: int = 10,
-                      unlabelled_rows: int = 3) -> tuple[np.ndarray, list[str]]:
-    """Rows of samples from the prior, for a picture: one row per class where the prior has
-    classes (the class-mask prior), else ``unlabelled_rows`` rows.
-
-    Returns:
-      (images [R, per_row, H, W, C], R row labels).
-    """
-    if model.prior == "class_mask":
-        labels = list(range(model.num_classes))
-        names = [f"class {c}" for c in labels]
-    else:
-        labels = [None] * unlabelled_rows
-        names = [f"{model.prior} prior"] * unlabelled_rows
-    rows = [model.sample(per_row, jax.random.fold_in(key, r), label=label) for r, label in enumerate(labels)]
-    return np.stack(rows), names
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _mean_image(graphdef, params, z):
+@functools.partial(jax.jit, static_argnames="graphdef")
+def _batch_mean_image(params, batch_index, z, *, graphdef):
     """Mean images [B, H, W, C] of codes z [B, L]."""
+    del batch_index  # decoding draws no noise
     return nnx.merge(graphdef, params).mean_image(z)
 
 
@@ -235,7 +208,7 @@ def _prior_latents(graphdef, alpha: float, n: int, params, key, labels):
     shape = (n, model.latent_dim)
     if model.prior_kind == "gaussian":  # plain VAE: N(0, I)
         return jax.random.normal(slab_key, shape)
-    prior = objective.prior_mixture(model, alpha)
+    prior = prior_mixture(model, alpha)
     num_components = prior.log_weights.shape[0]
     if labels is None:
         labels = jax.random.categorical(component_key, prior.log_weights, shape=(n,))  # [n]
