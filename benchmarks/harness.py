@@ -192,6 +192,7 @@ class Contender:
     sync: Callable[[object], None]
     peak_mib: Callable[[], float | None]  # read after the timing
     steps_per_call: int = 1  # training steps that one ``step()`` runs
+    compiled: Callable[[], object] | None = None  # vscjax: its executable, once it has run
 
 
 def multi_step_name(steps_per_call: int) -> str:
@@ -261,7 +262,7 @@ def jitted_contender(jitted, state, args: tuple, steps_per_call: int = 1) -> Con
         live = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
         return (live + m.temp_size_in_bytes) / MIB
 
-    return Contender(step, jax.block_until_ready, peak_mib, steps_per_call)
+    return Contender(step, jax.block_until_ready, peak_mib, steps_per_call, compiled=lambda: compiled)
 
 
 def vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
@@ -395,6 +396,24 @@ def skip_reason(latent: int, batch: int, align: str, contender: str, device: str
     return None
 
 
+def compiled_vscjax_step(latent: int, batch: int, align: str, dtype: str, hidden,
+                         steps_per_call: int = 1):
+    """The compiled executable of vscjax's contender at one configuration (the one-step call,
+    or the K-step call of ``vscjax_multi_step_contender``): for ``vscjax.hlo_costs``."""
+    import jax
+
+    from vscjax.state import initial_state
+
+    images, labels = make_data(batch)
+    config = vscjax_config(latent, batch, align, dtype, hidden)
+    graphdef, state, tx = initial_state(config, IMAGE_SHAPE, NUM_CLASSES)
+    contender = (vscjax_contender(graphdef, state, tx, config, images, labels) if steps_per_call == 1
+                 else vscjax_multi_step_contender(graphdef, state, tx, config, images, labels,
+                                                  steps_per_call))
+    jax.block_until_ready(contender.step())  # compiles on its first call
+    return contender.compiled()
+
+
 def run_configuration(latent, batch, align, dtype, hidden, device, schedule, peaks, contenders,
                       log, steps_per_call: int = 1) -> tuple[list[dict], list[dict]]:
     """Measure every contender at one configuration; returns (results, skipped).
@@ -484,6 +503,10 @@ def prepare_run(args, log) -> dict:
 
     if args.device == "cpu":
         assert jax.device_count() == 1, f"expected one CPU device, got {jax.device_count()}"
+        # As vscjax's trainer does on CPUs, for every contender of the process alike.
+        from vscjax import host_memory
+
+        host_memory.reuse_large_allocations()
     elif not torch.cuda.is_available() or jax.default_backend() != "gpu":
         sys.exit("--device gpu needs jax[cuda] and a CUDA build of torch seeing a GPU")
     return run_record("benchmarks.throughput", args.device, threads, quiet)

@@ -95,6 +95,26 @@ def plot(results: list[dict], path: str) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def print_instruction_tables(args, k: int) -> None:
+    """Where the bytes of vscjax's compiled step go, at each configuration of the grid: its
+    ``k`` costliest instructions and the totals (``vscjax.hlo_costs``), and XLA's own totals
+    (``cost_analysis``). Counts, not times: the machine need not be quiet."""
+    from vscjax import hlo_costs
+
+    grid = harness.GRIDS[args.grid]
+    hidden = tuple(args.hidden or grid["hidden"])
+    for latent, batch, align in harness.grid_configurations(args):
+        for dtype in args.dtype or ["float32"]:
+            compiled = harness.compiled_vscjax_step(latent, batch, align, dtype, hidden,
+                                                    args.steps_per_call or 1)
+            cost = compiled.cost_analysis()
+            table = hlo_costs.rows(compiled.as_text())
+            print(f"\nL={latent} B={batch} align={align} {dtype}, {args.steps_per_call or 1} "
+                  f"step(s) per call: XLA's cost analysis {cost.get('bytes accessed', 0) / 1e6:.1f} MB "
+                  f"accessed, {cost.get('flops', 0) / 1e9:.3f} GFLOP")
+            print(hlo_costs.format_table(table, k))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
@@ -127,6 +147,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="--end-to-end: num_workers of the PyTorch DataLoader (default 0)")
     parser.add_argument("--max-minutes", type=float,
                         help="start no configuration after this many minutes (the rest: skipped)")
+    parser.add_argument("--instructions", type=int, metavar="N",
+                        help="time nothing: print the N costliest instructions (bytes, FLOPs) of "
+                             "vscjax's compiled step at each configuration (vscjax.hlo_costs)")
     parser.add_argument("--readme-table", action="store_true", help="print the markdown table only")
     parser.add_argument("--from", dest="from_json", metavar="JSON",
                         help="print the report of an earlier results file; run nothing")
@@ -147,6 +170,9 @@ def main(argv=None) -> None:
     if args.steps_per_call is not None and args.steps_per_call < 1:
         sys.exit(f"--steps-per-call must be >= 1, got {args.steps_per_call}")
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    if args.instructions:
+        print_instruction_tables(args, args.instructions)
+        return
     header = harness.prepare_run(args, log)
     if args.end_to_end:
         end_to_end.run(args, header, log)
