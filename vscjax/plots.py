@@ -1,6 +1,6 @@
 """Pictures of a trained model (matplotlib, PNG): reconstructions, training curves, latent
-traversals, rows of images (samples from the prior), per-class activation heatmaps and the
-class overlap matrix.
+traversals, rows of images (samples from the prior), per-class activation heatmaps, the
+class overlap matrix and the factor-by-dimension mutual information.
 
 Rendered with the non-interactive Agg backend, so no display is needed. Every picture is saved
 at ``DPI`` dots per inch; each function's docstring gives its size in pixels.
@@ -26,7 +26,7 @@ TRAVERSAL_CELL_PX = 28  # height and width of one image in latent_traversals and
 TRAVERSAL_LABEL_PX = 140  # left margin for the row labels
 TRAVERSAL_RIGHT_PX = 6  # right margin
 TRAVERSAL_HEADER_PX = 60  # top margin for the title and the column labels
-HEATMAP_PX = (640, 320)  # class_activation_heatmap: width, height
+HEATMAP_PX = (640, 320)  # class_activation_heatmap and factor_mi_heatmap: width, height
 OVERLAP_PX = (460, 400)  # class_overlap_matrix: width, height
 MAX_LABELLED_CLASSES = 30  # more classes than this: no class tick labels
 MAX_ANNOTATED_CLASSES = 12  # more classes than this: no numbers written in the overlap matrix
@@ -215,6 +215,55 @@ def class_overlap_matrix(overlap: np.ndarray, path: str, *, class_names=None,
                     color="black" if value > 0.6 else "white")
     ax.set_title(title, fontsize=8)
     return _save(fig, path)
+
+
+def factor_mi_heatmap(nmi: np.ndarray, path: str, *, factor_names, dimension_kinds=None,
+                      min_mi: float = 0.05,
+                      title: str = "normalised mutual information I(v_k; z_j) / H(v_k)") -> str:
+    """Save the normalised mutual information [K, L] of factors and code dimensions as a
+    factors x dimensions heatmap (``vscjax.factor_metrics``).
+
+    Only dimensions with a value >= ``min_mi`` for some factor are drawn, grouped by the factor
+    they share most with (in factor order), the strongest first within a group. With
+    ``dimension_kinds`` ([L]: -1 global, c >= 0 specific to class c, else neither) each
+    dimension's tick says its kind: "g" global, "c<n>" class n's. Size: ``HEATMAP_PX`` pixels.
+
+    Args:
+      nmi: [K, L] values in [0, 1].
+      path: the PNG to write.
+      factor_names: K names.
+      dimension_kinds: [L] ints, or None.
+      min_mi: the smallest largest value of a dimension drawn.
+      title: a title above the heatmap.
+    """
+    nmi = np.asarray(nmi, np.float64)  # [K, L]
+    kept = np.flatnonzero(nmi.max(axis=0) >= min_mi)
+    kept = kept[np.lexsort((-nmi[:, kept].max(axis=0), nmi[:, kept].argmax(axis=0)))]
+    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
+    if not len(kept):
+        ax.text(0.5, 0.5, f"no dimension has a value >= {min_mi:g} for any factor",
+                ha="center", va="center", fontsize=8)
+        ax.axis("off")
+        return _save(fig, path)
+    image = ax.imshow(nmi[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
+    ax.set_yticks(np.arange(len(nmi)), list(factor_names), fontsize=6)
+    if len(kept) <= MAX_LABELLED_DIMS:
+        kinds = None if dimension_kinds is None else np.asarray(dimension_kinds)
+        labels = [str(j) if kinds is None else f"{j} {_kind_label(kinds[j])}" for j in kept]
+        ax.set_xticks(np.arange(len(kept)), labels, fontsize=5, rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(f"{len(kept)} of {nmi.shape[1]} dimensions (value >= {min_mi:g} for some "
+                  "factor; g: global, c<n>: class n's)", fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def _kind_label(kind: int) -> str:
+    """A dimension kind as a tick: "g" (global, -1), "c<n>" (class n's), "" (neither)."""
+    return "g" if kind == -1 else f"c{kind}" if kind >= 0 else ""
 
 
 # ----------------------------------------------------------------------------- helpers
