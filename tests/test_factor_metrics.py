@@ -186,3 +186,13 @@ def test_summary_of_a_hand_built_code():
     assert summary["mig"] == pytest.approx(1.0)
     assert summary["dci_disentanglement"] == pytest.approx(1.0, abs=1e-6)
     assert np.shape(summary["normalized_mi"]) == (3, 4)
+
+
+def test_mismatched_inputs_are_named():
+    with pytest.raises(ValueError, match="3 codes, 2 factor rows and 3 labels"):
+        fm.normalized_mutual_information(np.zeros((3, 2)), np.zeros((2, 1)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="must be"):
+        fm.importance_matrix(np.zeros(3), np.zeros((3, 1)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="same shape"):
+        fm.factor_summary(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3, int), np.zeros((3, 1)),
+                          ("a",), num_classes=1)

@@ -135,11 +135,9 @@ def normalized_mutual_information(codes: np.ndarray, factors: np.ndarray, labels
       ValueError: a factor that takes a single value on its images (no entropy to share).
     """
     codes, factors = np.asarray(codes, np.float64), np.asarray(factors, np.float64)
-    _check_rows(codes, factors, labels)
-    owners = factor_owners(factors, labels)
+    scored = _scored_rows(codes, factors, labels)
     nmi = np.empty((factors.shape[1], codes.shape[1]))
-    for k, owner in enumerate(owners):
-        rows = slice(None) if owner == GLOBAL else np.asarray(labels) == owner
+    for k, rows in scored:
         _, categories = np.unique(factors[rows, k], return_inverse=True)
         factor_entropy = entropy(categories)
         if factor_entropy == 0.0:
@@ -182,11 +180,9 @@ def importance_matrix(codes: np.ndarray, factors: np.ndarray, labels: np.ndarray
     from sklearn.ensemble import GradientBoostingRegressor
 
     codes, factors = np.asarray(codes, np.float64), np.asarray(factors, np.float64)
-    _check_rows(codes, factors, labels)
-    owners = factor_owners(factors, labels)
+    scored = _scored_rows(codes, factors, labels)
     importance = np.zeros((codes.shape[1], factors.shape[1]))
-    for k, owner in enumerate(owners):
-        rows = slice(None) if owner == GLOBAL else np.asarray(labels) == owner
+    for k, rows in scored:
         regressor = GradientBoostingRegressor(random_state=seed).fit(codes[rows], factors[rows, k])
         importance[:, k] = regressor.feature_importances_
     return importance
@@ -302,8 +298,11 @@ def factor_summary(gamma: np.ndarray, mu: np.ndarray, labels: np.ndarray, factor
                 counts=counts, normalized_mi=nmi.tolist(), dimension_kinds=kinds.tolist())
 
 
-def _check_rows(codes: np.ndarray, factors: np.ndarray, labels) -> None:
+def _scored_rows(codes: np.ndarray, factors: np.ndarray, labels) -> list[tuple]:
+    """(k, rows) for every factor k: the images it is scored on (all, or its class's [N] mask)."""
     if codes.ndim != 2 or factors.ndim != 2:
         raise ValueError(f"codes and factors must be [N, L] and [N, K], got {codes.shape} and {factors.shape}")
     if not len(codes) == len(factors) == len(labels):
         raise ValueError(f"{len(codes)} codes, {len(factors)} factor rows and {len(labels)} labels")
+    return [(k, slice(None) if owner == GLOBAL else np.asarray(labels) == owner)
+            for k, owner in enumerate(factor_owners(factors, labels))]

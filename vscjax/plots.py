@@ -178,24 +178,12 @@ def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,
     freq = np.asarray(freq, np.float64)  # [C, L]
     kept = np.flatnonzero(freq.max(axis=0) >= min_freq)
     kept = kept[_cluster_order(freq[:, kept].T)]
-    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
-    if not len(kept):
-        ax.text(0.5, 0.5, f"no dimension has {what} >= {min_freq:g} for any class",
-                ha="center", va="center", fontsize=8)
-        ax.axis("off")
-        return _save(fig, path)
-    image = ax.imshow(freq[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
-                      interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
-    _class_ticks(ax.set_yticks, freq.shape[0], class_names)
-    if len(kept) <= MAX_LABELLED_DIMS:
-        ax.set_xticks(np.arange(len(kept)), [str(j) for j in kept], fontsize=5, rotation=90)
-    else:
-        ax.set_xticks([])
-    ax.set_xlabel(f"{len(kept)} of {freq.shape[1]} dimensions ({what} >= {min_freq:g} for some class; "
-                  "clustered)", fontsize=7)
-    ax.set_title(title, fontsize=8)
-    return _save(fig, path)
+    return _dimension_heatmap(
+        freq, kept, path, row_ticks=lambda set_ticks: _class_ticks(set_ticks, len(freq), class_names),
+        dim_labels=[str(j) for j in kept], title=title,
+        empty=f"no dimension has {what} >= {min_freq:g} for any class",
+        xlabel=f"{len(kept)} of {freq.shape[1]} dimensions ({what} >= {min_freq:g} for some class; "
+               "clustered)")
 
 
 def class_overlap_matrix(overlap: np.ndarray, path: str, *, class_names=None,
@@ -239,31 +227,42 @@ def factor_mi_heatmap(nmi: np.ndarray, path: str, *, factor_names, dimension_kin
     nmi = np.asarray(nmi, np.float64)  # [K, L]
     kept = np.flatnonzero(nmi.max(axis=0) >= min_mi)
     kept = kept[np.lexsort((-nmi[:, kept].max(axis=0), nmi[:, kept].argmax(axis=0)))]
-    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
-    if not len(kept):
-        ax.text(0.5, 0.5, f"no dimension has a value >= {min_mi:g} for any factor",
-                ha="center", va="center", fontsize=8)
-        ax.axis("off")
-        return _save(fig, path)
-    image = ax.imshow(nmi[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
-                      interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
-    ax.set_yticks(np.arange(len(nmi)), list(factor_names), fontsize=6)
-    if len(kept) <= MAX_LABELLED_DIMS:
-        kinds = None if dimension_kinds is None else np.asarray(dimension_kinds)
-        labels = [str(j) if kinds is None else f"{j} {_kind_label(kinds[j])}" for j in kept]
-        ax.set_xticks(np.arange(len(kept)), labels, fontsize=5, rotation=90)
-    else:
-        ax.set_xticks([])
-    ax.set_xlabel(f"{len(kept)} of {nmi.shape[1]} dimensions (value >= {min_mi:g} for some "
-                  "factor; g: global, c<n>: class n's)", fontsize=7)
-    ax.set_title(title, fontsize=8)
-    return _save(fig, path)
+    kinds = None if dimension_kinds is None else np.asarray(dimension_kinds)
+    return _dimension_heatmap(
+        nmi, kept, path, title=title,
+        row_ticks=lambda set_ticks: set_ticks(np.arange(len(nmi)), list(factor_names), fontsize=6),
+        dim_labels=[str(j) if kinds is None else f"{j} {_kind_label(kinds[j])}" for j in kept],
+        empty=f"no dimension has a value >= {min_mi:g} for any factor",
+        xlabel=f"{len(kept)} of {nmi.shape[1]} dimensions (value >= {min_mi:g} for some factor; "
+               "g: global, c<n>: class n's)")
 
 
 def _kind_label(kind: int) -> str:
     """A dimension kind as a tick: "g" (global, -1), "c<n>" (class n's), "" (neither)."""
     return "g" if kind == -1 else f"c{kind}" if kind >= 0 else ""
+
+
+def _dimension_heatmap(values: np.ndarray, kept: np.ndarray, path: str, *, row_ticks, dim_labels,
+                       empty: str, xlabel: str, title: str) -> str:
+    """Save the columns ``kept`` of ``values`` [R, L] (in [0, 1]) as a heatmap of HEATMAP_PX,
+    rows labelled by ``row_ticks(ax.set_yticks)``, columns by ``dim_labels`` (up to
+    MAX_LABELLED_DIMS of them); the text ``empty`` when no column is kept."""
+    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
+    if not len(kept):
+        ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=8)
+        ax.axis("off")
+        return _save(fig, path)
+    image = ax.imshow(values[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
+    row_ticks(ax.set_yticks)
+    if len(kept) <= MAX_LABELLED_DIMS:
+        ax.set_xticks(np.arange(len(kept)), dim_labels, fontsize=5, rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_title(title, fontsize=8)
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- helpers
