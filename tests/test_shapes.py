@@ -2,11 +2,12 @@
 worked by hand), edges against supersampled coverage, the grid, determinism and the splits."""
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
 
-from helpers import load_config
+from helpers import REPO_ROOT, load_config
 from vscjax import data, shapes
 from vscjax.config import ConfigError, validate
 
@@ -202,3 +203,14 @@ def test_dataset_factors_must_match_the_images():
     with pytest.raises(data.DataError, match="factors and factor_names come together"):
         data.Dataset(images, labels, 1, "d", factors=np.zeros((3, 2)))
     assert data.load("digits", "digits", "validation").factors is None
+
+
+@pytest.mark.parametrize("name", ["shapes_vae", "shapes_vsc", "shapes_class_prior",
+                                  "shapes_align_centroid", "shapes_align_pairwise"])
+def test_shapes_configs_validate_with_either_architecture(name):
+    """Each shapes config passes validation as shipped and with the conv override it names."""
+    for architecture in ("mlp", "conv"):
+        config = load_config(name, model__architecture=architecture)
+        validate(config, 8)
+        assert (config.data.source, config.data.name) == ("shapes", "shapes")
+    assert "--config.model.architecture=conv" in open(os.path.join(REPO_ROOT, "configs", f"{name}.py")).read()

@@ -10,7 +10,8 @@ images alone.
   (the disentanglement literature's estimator): ``z_j`` binned into ``NUM_BINS`` equal-width
   bins over its range on the images scored, the factor's distinct values as its categories,
   plug-in entropies in nats. 1 when the bins tell every value of the factor apart, 0 for a
-  dimension independent of it (plus the plug-in estimator's small positive bias).
+  dimension independent of it, plus the plug-in estimator's positive bias of about
+  ``(B - 1)(V - 1) / 2n`` nats (B occupied bins, V factor values, n images scored).
 - **MIG** (mutual information gap): the mean over factors of the gap between the two largest
   normalised MIs of a factor: 1 when each factor sits in one dimension alone.
 - **DCI disentanglement** (Eastwood and Williams, 2018): a seeded gradient-boosted regressor
