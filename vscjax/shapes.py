@@ -71,7 +71,7 @@ class Grid:
         return len(CLASSES) * self.positions ** 2 * self.scales * self.class_values
 
 
-FULL_GRID = Grid(positions=12, scales=5, class_values=7)  # 25,200 images
+FULL_GRID = Grid(positions=12, scales=5, class_values=7)  # 25,200 images, 98 MiB: seconds to make
 
 
 def grid_from_name(name: str) -> Grid:
