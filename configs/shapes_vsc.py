@@ -12,7 +12,8 @@ to 30 over training, as on MNIST; the KL warmed up (its weight beta from 0 to 1 
 has learnt to use the code, and the slab variances of the switched-off dimensions then grow
 until they overflow. The conv variant (stride-2 convolutions, base width
 model.conv_channels): add --config.model.architecture=conv.
-Runtime here (2 CPU cores): minutes for the MLP, several times that for the conv model.
+Runtime here (2 CPU cores): a few minutes for the MLP; hours for the conv model, which is
+meant for an accelerator.
 """
 
 from vscjax.config import base_config, schedule
