@@ -51,6 +51,8 @@ def test_cli_trains_tiny_config(tmp_path):
     (["--config.train.batch_size=2048"], 1, ["config key train.batch_size: 2048 is larger than the 1317"]),
     (["--config.model.architecture=conv"], 1, ["config key model.architecture: the conv architecture "
                                                "takes 32x32 or 64x64 images, got (8, 8, 1)"]),
+    (["--config.data.source=shapes", "--config.data.name=shapes-1"], 1,
+     ["config key data.name: unknown shapes grid 'shapes-1'"]),
 ])
 def test_impossible_config_is_named_in_one_line(tmp_path, args, devices, words):
     _assert_one_line(_run("--config", TINY, *args, "--workdir", str(tmp_path), devices=devices), *words)

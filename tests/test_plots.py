@@ -84,6 +84,17 @@ def test_class_activation_heatmap(tmp_path, num_dims):
     assert _read(path).shape[:2] == plots.HEATMAP_PX[::-1]
 
 
+@pytest.mark.parametrize("num_dims", [0, 12, 300])
+def test_factor_mi_heatmap(tmp_path, num_dims):
+    rng = np.random.default_rng(0)
+    nmi = np.zeros((8, 300))
+    nmi[:, :num_dims] = rng.random((8, num_dims))  # num_dims columns may pass min_mi
+    kinds = rng.integers(-2, 5, 300)
+    path = plots.factor_mi_heatmap(nmi, str(tmp_path / "f.png"), factor_names=list("abcdefgh"),
+                                   dimension_kinds=kinds)
+    assert _read(path).shape[:2] == plots.HEATMAP_PX[::-1]
+
+
 @pytest.mark.parametrize("num_classes", [3, 10, 40])
 def test_class_overlap_matrix(tmp_path, num_classes):
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ import urllib.parse
 
 import ml_collections
 
-from vscjax import alignment, spike_slab
+from vscjax import alignment, shapes, spike_slab
 from vscjax.data import SOURCES
 from vscjax.models import ARCHITECTURES, CLASS_OFFSETS, LIKELIHOODS, PRIORS
 from vscjax.objective import REGULARISERS, SCHEDULE_KINDS
@@ -46,8 +46,8 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.data = ml_collections.ConfigDict(dict(
-        source="digits",  # digits (embedded), idx (a folder of IDX files) or tfds
-        name="digits",  # the data set's name: folder under $VSCJAX_DATA_DIR, or TFDS name
+        source="digits",  # digits (embedded), idx (a folder of IDX files), tfds or shapes (synthetic)
+        name="digits",  # folder under $VSCJAX_DATA_DIR, TFDS name, or shapes grid (shapes, shapes-<n>)
         dir="",  # the IDX folder (or TFDS data_dir); "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>
         mirror="",  # base URL MNIST / Fashion-MNIST download from when missing; "" = canonical
         balanced=False,  # class-balanced batches: B / C samples of every class
@@ -171,6 +171,11 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         _fail("mesh.latent", f"{config.mesh.latent} does not divide model.latent_dim {m.latent_dim}")
     data_shards = num_devices // config.mesh.latent
     _check_choice("data.source", config.data.source, SOURCES)
+    if config.data.source == "shapes":
+        try:
+            shapes.grid_from_name(config.data.name)
+        except ValueError as err:
+            _fail("data.name", str(err))
     if config.data.mirror and urllib.parse.urlparse(config.data.mirror).scheme not in MIRROR_SCHEMES:
         _fail("data.mirror", f"{config.data.mirror!r} is not a URL starting with one of "
                              f"{', '.join(s + '://' for s in MIRROR_SCHEMES)}")

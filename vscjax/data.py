@@ -1,12 +1,14 @@
-"""Data sources and batching: scikit-learn's digits, IDX files, TFDS; a resumable sampler.
+"""Data sources and batching: scikit-learn's digits, IDX files, TFDS, synthetic shapes; a
+resumable sampler.
 
 IDX data sets that :mod:`vscjax.download` knows (MNIST, Fashion-MNIST) are downloaded on
 first use into their folder (:func:`resolve_data_dir`).
 
 Every source returns a :class:`Dataset` of float32 images in [0, 1], shape [N, H, W, C],
-and int32 labels. :func:`load` gives three splits of every source: ``"test"`` (the source's
-own test set), ``"validation"`` (a fixed part of the source's training set, 1/12 of it:
-5,000 of MNIST's 60,000 images, the same for every run and seed) and ``"train"`` (the rest).
+and int32 labels; the synthetic shapes (:mod:`vscjax.shapes`) also each image's factors.
+:func:`load` gives three splits of every source: ``"test"`` (the source's own test set),
+``"validation"`` (a fixed part of the source's training set, 1/12 of it: 5,000 of MNIST's
+60,000 images, the same for every run and seed) and ``"train"`` (the rest).
 Hyperparameters are chosen on validation; the test set is for reports only. :class:`BatchSampler` gives the indices of each batch as a pure function
 of (seed, step), so a resumed run needs only its step to see the same batches, and can
 draw class-balanced batches for the class-aware alignment loss. :func:`batch_iterator`
@@ -29,7 +31,7 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from vscjax import download, rng
+from vscjax import download, rng, shapes
 from vscjax.sharding import global_batch, process_rows
 
 SPLITS = ("train", "validation", "test")
@@ -40,7 +42,7 @@ DIGITS_SPLIT_SEED = 0  # fixed, so the digits test set never depends on a run's 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 IDX_PREFIX = {"train": "train", "test": "t10k"}
-SOURCES = ("digits", "idx", "tfds")
+SOURCES = ("digits", "idx", "tfds", "shapes")
 DATA_DIR_ENV = "VSCJAX_DATA_DIR"
 TFDS_INSTALL = 'pip install "vscjax[tfds]"'
 
@@ -58,12 +60,17 @@ class Dataset:
       labels: [N] int32, values in [0, num_classes).
       num_classes: number of classes.
       name: a name for logs and reports.
+      factors: [N, K] float64 values of the factors that made each image, NaN where an
+        image's class lacks the factor (the synthetic shapes); None for other sources.
+      factor_names: the K factors' names; None when ``factors`` is.
     """
 
     images: np.ndarray  # [N, H, W, C]
     labels: np.ndarray  # [N]
     num_classes: int
     name: str
+    factors: np.ndarray | None = None  # [N, K] generative factors, NaN where absent; None: unknown
+    factor_names: tuple[str, ...] | None = None  # [K], with factors
 
     def __post_init__(self):
         if self.images.ndim != 4:
@@ -81,6 +88,13 @@ class Dataset:
             raise DataError(
                 f"{self.name}: labels span [{self.labels.min()}, {self.labels.max()}], "
                 f"outside [0, {self.num_classes})"
+            )
+        if (self.factors is None) != (self.factor_names is None):
+            raise DataError(f"{self.name}: factors and factor_names come together or not at all")
+        if self.factors is not None and self.factors.shape != (len(self.labels), len(self.factor_names)):
+            raise DataError(
+                f"{self.name}: factors must be [{len(self.labels)}, {len(self.factor_names)}] "
+                f"(images, factor names), got shape {self.factors.shape}"
             )
 
 
@@ -238,6 +252,28 @@ def load_tfds(name: str, split: str, *, data_dir: str | None = None) -> Dataset:
     return Dataset(images, labels, num_classes, f"{name}/{split}")
 
 
+def load_shapes(name: str, split: str) -> Dataset:
+    """The synthetic shapes of :mod:`vscjax.shapes`, made in process: 32x32 grey images of
+    5 classes with every image's generative factors.
+
+    Args:
+      name: the grid, "shapes" (the full grid) or "shapes-<n>" (n values of every factor).
+      split: "train" (the grid minus its fixed test part) or "test".
+
+    Returns:
+      A Dataset of shape [N, 32, 32, 1] with 5 classes, ``factors`` and ``factor_names``.
+    """
+    _check_split(split, ("train", "test"))
+    try:
+        grid = shapes.grid_from_name(name)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    images, labels, factors = shapes.generate(grid)
+    idx = fixed_split(len(labels), shapes.TEST_FRACTION, shapes.TEST_SPLIT_SEED)[split == "test"]
+    return Dataset(images[idx], labels[idx], len(shapes.CLASSES), f"{name}/{split}",
+                   factors=factors[idx], factor_names=shapes.FACTOR_NAMES)
+
+
 def default_data_root() -> str:
     """``$VSCJAX_DATA_DIR``, else the per-user cache folder (:func:`download.cache_dir`)."""
     return os.environ.get(DATA_DIR_ENV) or download.cache_dir()
@@ -257,13 +293,22 @@ def holdout_indices(num_examples: int) -> tuple[np.ndarray, np.ndarray]:
     """
     if num_examples < 2:
         raise DataError(f"a training set of {num_examples} images cannot hold out a validation part")
-    num_validation = min(max(round(num_examples * VALIDATION_FRACTION), 1), num_examples - 1)
-    order = np.random.default_rng(VALIDATION_SEED).permutation(num_examples)
-    return np.sort(order[num_validation:]), np.sort(order[:num_validation])
+    return fixed_split(num_examples, VALIDATION_FRACTION, VALIDATION_SEED)
+
+
+def fixed_split(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) sorted int64 indices into ``num_examples`` >= 2 items: the held-out part
+    is ``round(num_examples * fraction)`` of them (between 1 and ``num_examples - 1``), the
+    first ones of the permutation that ``seed`` draws."""
+    num_held_out = min(max(round(num_examples * fraction), 1), num_examples - 1)
+    order = np.random.default_rng(seed).permutation(num_examples)
+    return np.sort(order[num_held_out:]), np.sort(order[:num_held_out])
 
 
 def _subset(dataset: Dataset, idx: np.ndarray, name: str) -> Dataset:
-    return Dataset(dataset.images[idx], dataset.labels[idx], dataset.num_classes, name)
+    factors = None if dataset.factors is None else dataset.factors[idx]
+    return Dataset(dataset.images[idx], dataset.labels[idx], dataset.num_classes, name,
+                   factors=factors, factor_names=dataset.factor_names)
 
 
 def _load_source(source: str, name: str, split: str, data_dir: str, mirror: str) -> Dataset:
@@ -279,16 +324,18 @@ def _load_source(source: str, name: str, split: str, data_dir: str, mirror: str)
         return load_idx(directory, split)
     if source == "tfds":
         return load_tfds(name, split, data_dir=data_dir or None)
+    if source == "shapes":
+        return load_shapes(name, split)
     raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
 
 
 def load(source: str, name: str, split: str, *, data_dir: str = "", mirror: str = "") -> Dataset:
-    """Load ``split`` of data set ``name`` from ``source`` ("digits", "idx" or "tfds").
+    """Load ``split`` of data set ``name`` from ``source`` ("digits", "idx", "tfds" or "shapes").
 
     Args:
       source: "digits" (scikit-learn's, ``name`` unused), "idx" (files in
-        :func:`resolve_data_dir`), "tfds".
-      name: data set name, e.g. "mnist".
+        :func:`resolve_data_dir`), "tfds", "shapes" (:func:`load_shapes`, made in process).
+      name: data set name, e.g. "mnist", or the shapes grid ("shapes", "shapes-<n>").
       split: "train" (the source's training set minus the validation part), "validation"
         (:func:`holdout_indices`) or "test" (the source's test set); TFDS also takes its own
         split syntax ("train[:10%]"), read as it is.

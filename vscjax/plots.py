@@ -1,6 +1,6 @@
 """Pictures of a trained model (matplotlib, PNG): reconstructions, training curves, latent
-traversals, rows of images (samples from the prior), per-class activation heatmaps and the
-class overlap matrix.
+traversals, rows of images (samples from the prior), per-class activation heatmaps, the
+class overlap matrix and the factor-by-dimension mutual information.
 
 Rendered with the non-interactive Agg backend, so no display is needed. Every picture is saved
 at ``DPI`` dots per inch; each function's docstring gives its size in pixels.
@@ -25,7 +25,7 @@ TRAVERSAL_CELL_PX = 28  # height and width of one image in latent_traversals and
 TRAVERSAL_LABEL_PX = 140  # left margin for the row labels
 TRAVERSAL_RIGHT_PX = 6  # right margin
 TRAVERSAL_HEADER_PX = 60  # top margin for the title and the column labels
-HEATMAP_PX = (640, 320)  # class_activation_heatmap: width, height
+HEATMAP_PX = (640, 320)  # class_activation_heatmap and factor_mi_heatmap: width, height
 OVERLAP_PX = (460, 400)  # class_overlap_matrix: width, height
 MAX_LABELLED_CLASSES = 30  # more classes than this: no class tick labels
 MAX_ANNOTATED_CLASSES = 12  # more classes than this: no numbers written in the overlap matrix
@@ -174,24 +174,12 @@ def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,
     freq = np.asarray(freq, np.float64)  # [C, L]
     kept = np.flatnonzero(freq.max(axis=0) >= min_freq)
     kept = kept[_cluster_order(freq[:, kept].T)]
-    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
-    if not len(kept):
-        ax.text(0.5, 0.5, f"no dimension has {what} >= {min_freq:g} for any class",
-                ha="center", va="center", fontsize=8)
-        ax.axis("off")
-        return _save(fig, path)
-    image = ax.imshow(freq[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
-                      interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
-    _class_ticks(ax.set_yticks, freq.shape[0], class_names)
-    if len(kept) <= MAX_LABELLED_DIMS:
-        ax.set_xticks(np.arange(len(kept)), [str(j) for j in kept], fontsize=5, rotation=90)
-    else:
-        ax.set_xticks([])
-    ax.set_xlabel(f"{len(kept)} of {freq.shape[1]} dimensions ({what} >= {min_freq:g} for some class; "
-                  "clustered)", fontsize=7)
-    ax.set_title(title, fontsize=8)
-    return _save(fig, path)
+    return _dimension_heatmap(
+        freq, kept, path, row_ticks=lambda set_ticks: _class_ticks(set_ticks, len(freq), class_names),
+        dim_labels=[str(j) for j in kept], title=title,
+        empty=f"no dimension has {what} >= {min_freq:g} for any class",
+        xlabel=f"{len(kept)} of {freq.shape[1]} dimensions ({what} >= {min_freq:g} for some class; "
+               "clustered)")
 
 
 def class_overlap_matrix(overlap: np.ndarray, path: str, *, class_names=None,
@@ -209,6 +197,66 @@ def class_overlap_matrix(overlap: np.ndarray, path: str, *, class_names=None,
         for (a, b), value in np.ndenumerate(overlap):
             ax.text(b, a, f"{value:.2f}", ha="center", va="center", fontsize=5,
                     color="black" if value > 0.6 else "white")
+    ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def factor_mi_heatmap(nmi: np.ndarray, path: str, *, factor_names, dimension_kinds=None,
+                      min_mi: float = 0.05,
+                      title: str = "normalised mutual information I(v_k; z_j) / H(v_k)") -> str:
+    """Save the normalised mutual information [K, L] of factors and code dimensions as a
+    factors x dimensions heatmap (``vscjax.factor_metrics``).
+
+    Only dimensions with a value >= ``min_mi`` for some factor are drawn, grouped by the factor
+    they share most with (in factor order), the strongest first within a group. With
+    ``dimension_kinds`` ([L]: -1 global, c >= 0 specific to class c, else neither) each
+    dimension's tick says its kind: "g" global, "c<n>" class n's. Size: ``HEATMAP_PX`` pixels.
+
+    Args:
+      nmi: [K, L] values in [0, 1].
+      path: the PNG to write.
+      factor_names: K names.
+      dimension_kinds: [L] ints, or None.
+      min_mi: the smallest largest value of a dimension drawn.
+      title: a title above the heatmap.
+    """
+    nmi = np.asarray(nmi, np.float64)  # [K, L]
+    kept = np.flatnonzero(nmi.max(axis=0) >= min_mi)
+    kept = kept[np.lexsort((-nmi[:, kept].max(axis=0), nmi[:, kept].argmax(axis=0)))]
+    kinds = None if dimension_kinds is None else np.asarray(dimension_kinds)
+    return _dimension_heatmap(
+        nmi, kept, path, title=title,
+        row_ticks=lambda set_ticks: set_ticks(np.arange(len(nmi)), list(factor_names), fontsize=6),
+        dim_labels=[str(j) if kinds is None else f"{j} {_kind_label(kinds[j])}" for j in kept],
+        empty=f"no dimension has a value >= {min_mi:g} for any factor",
+        xlabel=f"{len(kept)} of {nmi.shape[1]} dimensions (value >= {min_mi:g} for some factor; "
+               "g: global, c<n>: class n's)")
+
+
+def _kind_label(kind: int) -> str:
+    """A dimension kind as a tick: "g" (global, -1), "c<n>" (class n's), "" (neither)."""
+    return "g" if kind == -1 else f"c{kind}" if kind >= 0 else ""
+
+
+def _dimension_heatmap(values: np.ndarray, kept: np.ndarray, path: str, *, row_ticks, dim_labels,
+                       empty: str, xlabel: str, title: str) -> str:
+    """Save the columns ``kept`` of ``values`` [R, L] (in [0, 1]) as a heatmap of HEATMAP_PX,
+    rows labelled by ``row_ticks(ax.set_yticks)``, columns by ``dim_labels`` (up to
+    MAX_LABELLED_DIMS of them); the text ``empty`` when no column is kept."""
+    fig, ax = plt.subplots(figsize=_figsize(*HEATMAP_PX))
+    if not len(kept):
+        ax.text(0.5, 0.5, empty, ha="center", va="center", fontsize=8)
+        ax.axis("off")
+        return _save(fig, path)
+    image = ax.imshow(values[:, kept], vmin=0, vmax=1, cmap="viridis", aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).ax.tick_params(labelsize=6)
+    row_ticks(ax.set_yticks)
+    if len(kept) <= MAX_LABELLED_DIMS:
+        ax.set_xticks(np.arange(len(kept)), dim_labels, fontsize=5, rotation=90)
+    else:
+        ax.set_xticks([])
+    ax.set_xlabel(xlabel, fontsize=7)
     ax.set_title(title, fontsize=8)
     return _save(fig, path)
 

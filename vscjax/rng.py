@@ -14,8 +14,9 @@ sample count:
     pairs   the sampled pairs of the Jaccard means      default_rng(numpy_seed(seed, "pairs"))
     prior_samples  the samples of plots/prior_samples.png  key(seed, "prior_samples")
 
-Two seeds never depend on the run: ``data.VALIDATION_SEED`` (which training images are held
-out for validation) and ``data.DIGITS_SPLIT_SEED`` (the digits' train/test split).
+Three seeds never depend on the run: ``data.VALIDATION_SEED`` (which training images are held
+out for validation), ``data.DIGITS_SPLIT_SEED`` (the digits' train/test split) and
+``shapes.TEST_SPLIT_SEED`` (the synthetic shapes' train/test split).
 """
 
 from __future__ import annotations
