@@ -43,7 +43,9 @@ def _mlp(p, prefix, h):
 def encode(p, x, prefix="encoder"):
     """(mu, logvar, spike logit), [B, L] each, of images x [B, ...]."""
     h = _mlp(p, prefix, np.asarray(x, np.float64).reshape(len(x), -1))
-    return np.split(h @ p[f"{prefix}/heads/kernel"] + p[f"{prefix}/heads/bias"], 3, axis=-1)
+    kernel, bias = p[f"{prefix}/heads/kernel"], p[f"{prefix}/heads/bias"]  # [in, 3, L], [3, L]
+    heads = h @ kernel.reshape(len(kernel), -1) + bias.reshape(-1)  # [B, 3L]: mu | logvar | logit
+    return np.split(heads, 3, axis=-1)
 
 
 def reconstruction_nll(p, z, x, likelihood="bernoulli"):

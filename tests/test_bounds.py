@@ -123,8 +123,8 @@ def _leaky_model(scale=1e6):
     kernel = np.zeros((d, 3 * d), np.float32)
     kernel[:, :d] = 20 * np.eye(d)
     bias = np.concatenate([np.full(d, -10.0), np.full(d, -20.0), np.full(d, -10.0)]).astype(np.float32)
-    model.encoder.heads.kernel[...] = jnp.asarray(kernel)
-    model.encoder.heads.bias[...] = jnp.asarray(bias)
+    model.encoder.heads.kernel[...] = jnp.asarray(kernel.reshape(d, 3, d))  # [in, head, L]
+    model.encoder.heads.bias[...] = jnp.asarray(bias.reshape(3, d))
     model.decoder.out.kernel[...] = jnp.asarray(scale * np.eye(d, dtype=np.float32))
     model.decoder.out.bias[...] = jnp.zeros(d)
     return model

@@ -60,7 +60,7 @@ def _setup(name):
                 rngs=nnx.Rngs(params=0))
     rng = np.random.default_rng(1)
     kernel = np.array(model.encoder.heads.kernel[...])
-    kernel[:, 2 * LATENT:] *= 8.0  # spike logits that differ between samples: alignment matters
+    kernel[:, 2] *= 8.0  # [in, head, L]: spike logits that differ between samples: alignment matters
     model.encoder.heads.kernel[...] = jnp.asarray(kernel)
     if case["prior"] == "class_mask":  # classes apart, offsets away from 0
         model.prior.shared[...] = jnp.asarray(rng.normal(-1, 1, LATENT), jnp.float32)

@@ -14,11 +14,12 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from helpers import REPO_ROOT, assert_trees_equal, committed_steps, load_config, saved_state
-from vscjax import checkpoints, data, faults, train
+from vscjax import checkpoints, data, faults, objective, train
 from vscjax.checkpoints import CheckpointMismatchError, Checkpoints
 from vscjax.workdir import CORRUPT_DIR
 
@@ -317,3 +318,22 @@ def test_same_config_and_seed_give_bit_identical_runs(tmp_path):
     train.run(other, str(tmp_path / "c"))
     with pytest.raises(AssertionError):
         assert_trees_equal(saved_state(tmp_path / "a")["params"], saved_state(tmp_path / "c")["params"])
+
+
+def test_a_run_whose_every_step_is_non_finite_stops_instead_of_skipping_for_ever(tmp_path, monkeypatch):
+    """Parameters that give no finite step (a switched-off dimension's variance overflowing, say)
+    make every later step non-finite too: "skip" then stops after MAX_SKIPPED_IN_A_ROW of them
+    with one line, instead of skipping every update to the end."""
+    real_loss = objective.loss_and_metrics
+
+    def nan_loss(*args, **kwargs):
+        loss, metrics = real_loss(*args, **kwargs)
+        return loss * jnp.nan, metrics
+
+    monkeypatch.setattr(objective, "loss_and_metrics", nan_loss)
+    config = load_config("tiny", train__num_steps=3 * train.MAX_SKIPPED_IN_A_ROW, train__steps_per_call=8,
+                         train__checkpoint_every=40)
+    with pytest.raises(train.NonFiniteLossError,
+                       match=f"steps 1 to {train.MAX_SKIPPED_IN_A_ROW}: {train.MAX_SKIPPED_IN_A_ROW} "
+                             "non-finite steps in a row.*last good checkpoint"):
+        train.run(config, str(tmp_path))

@@ -262,3 +262,22 @@ def test_straight_through_forward_is_the_hard_mask_gradient_the_relaxed_one():
 def test_unknown_mask_is_named():
     with pytest.raises(ValueError, match="unknown spike mask 'soft'"):
         spike_slab.sample(jax.random.key(0), jnp.zeros(2), jnp.zeros(2), jnp.zeros(2), c=1.0, mask="soft")
+
+
+def test_switched_off_dimension_with_an_overflowing_variance_adds_nothing_to_the_kl():
+    """gamma underflows to 0 (logit -200) while sigma^2 = exp(100) overflows float32: the slab KL
+    of that dimension is 0 (gamma times anything finite-bounded), with finite gradients, where
+    gamma * exp(logvar) would be 0 * inf = NaN; the other dimension's KL is the float64 value."""
+    mu = jnp.array([[0.5, 0.3]])
+    logvar = jnp.array([[100.0, -0.2]])
+    logit = jnp.array([[-200.0, 1.5]])
+
+    def slab(mu, logvar, logit):
+        return spike_slab.slab_kl_to_prior(mu, logvar, logit, 0.0, 0.0).sum()
+
+    value, grads = jax.value_and_grad(slab, argnums=(0, 1, 2))(mu, logvar, logit)
+    gamma, var = 1 / (1 + np.exp(-1.5)), np.exp(-0.2)
+    expected = gamma * 0.5 * (var + 0.3**2 - 1 - (-0.2))
+    np.testing.assert_allclose(value, expected, rtol=1e-6)
+    for g in grads:
+        assert np.all(np.isfinite(g))

@@ -103,15 +103,17 @@ def noise(key: jax.Array, shape, dtype=jnp.float32) -> tuple[jax.Array, jax.Arra
 
 
 def slab_kl_to_prior(mu, logvar, spike_logit, prior_mu, prior_logvar) -> jax.Array:
-    """``sum_j gamma_j KL(N(mu_j, sigma_j^2) || N(prior_mu_j, prior_sigma_j^2))``, [...]."""
+    """``sum_j gamma_j KL(N(mu_j, sigma_j^2) || N(prior_mu_j, prior_sigma_j^2))``, [...].
+
+    ``gamma_j sigma_j^2 / prior_sigma_j^2`` is taken as one exponential of
+    ``log_sigmoid(s) + logvar - prior_logvar``: a dimension switched off (gamma underflowing
+    to 0) whose slab variance has grown past float32's range then adds 0, where
+    ``gamma * exp(logvar)`` would be 0 * inf = NaN in value and gradient.
+    """
     gamma = jax.nn.sigmoid(spike_logit)
-    gauss_kl = 0.5 * (
-        prior_logvar
-        - logvar
-        + (jnp.exp(logvar) + jnp.square(mu - prior_mu)) * jnp.exp(-prior_logvar)
-        - 1.0
-    )
-    return jnp.sum(gamma * gauss_kl, axis=-1)
+    variance = jnp.exp(jax.nn.log_sigmoid(spike_logit) + logvar - prior_logvar)  # gamma sigma^2 / sigma_p^2
+    rest = prior_logvar - logvar + jnp.square(mu - prior_mu) * jnp.exp(-prior_logvar) - 1.0
+    return 0.5 * jnp.sum(variance + gamma * rest, axis=-1)
 
 
 def spike_kl_to_prior(spike_logit, prior_spike_logit) -> jax.Array:

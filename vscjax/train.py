@@ -46,8 +46,13 @@ from vscjax.workdir import (metrics_path, plots_dir, profile_dir, read_metrics, 
 
 
 
+MAX_SKIPPED_IN_A_ROW = 100  # under nonfinite = "skip", this many in a row stop the run
+
+
 class NonFiniteLossError(RuntimeError):
-    """Raised under ``train.nonfinite = "stop"`` when a step's loss or gradient is not finite."""
+    """Raised when a step's loss or gradient is not finite under ``train.nonfinite = "stop"``,
+    or when ``MAX_SKIPPED_IN_A_ROW`` steps in a row are under ``"skip"`` (the parameters then
+    give no finite step at all: skipping would go on for ever)."""
 
 
 class Trainer:
@@ -309,19 +314,28 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
             disable=start >= t.num_steps or not multihost.is_writer()))
         stop_vote = multihost.StopVote(trainer.mesh)
         pending = None  # (first step, metrics [K] on device) of the previous call: read one call late
+        skipped_in_a_row = 0  # non-finite steps since the last finite one
         tick, tick_step = time.perf_counter(), start
 
         def report(first, metrics):
             """Called one call late: the device has the next call queued meanwhile. The call ran
             updates first + 1 .. first + K; the record of update k is labelled step k."""
-            nonlocal tick, tick_step
+            nonlocal tick, tick_step, skipped_in_a_row
             end = first + len(metrics["loss"])
-            if t.nonfinite == "stop":
-                bad = np.flatnonzero(jax.device_get(metrics["nonfinite"]))
-                if bad.size:
+            flags = jax.device_get(metrics["nonfinite"])  # [K]
+            bad = np.flatnonzero(flags)
+            if t.nonfinite == "stop" and bad.size:
+                raise NonFiniteLossError(
+                    f"step {first + bad[0] + 1}: non-finite loss or gradient (update skipped); "
+                    f"the last good checkpoint is step {checkpoints.latest_step()} in {workdir}")
+            for s, flag in enumerate(flags, start=first + 1):
+                skipped_in_a_row = skipped_in_a_row + 1 if flag else 0
+                if skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
                     raise NonFiniteLossError(
-                        f"step {first + bad[0] + 1}: non-finite loss or gradient (update skipped); "
-                        f"the last good checkpoint is step {checkpoints.latest_step()} in {workdir}")
+                        f"steps {s - skipped_in_a_row + 1} to {s}: {skipped_in_a_row} non-finite "
+                        f"steps in a row (each update skipped), so the parameters give no finite "
+                        f"step; the last good checkpoint is step {checkpoints.latest_step()} in "
+                        f"{workdir}")
             logged = [s for s in range(first + 1, end + 1)
                       if s == 1 or s % t.log_every == 0 or s == t.num_steps]
             if logged:
