@@ -76,6 +76,9 @@ PRESETS = {
 SLOPE_TARGET = 1.1  # vscjax's step time should grow at most about linearly in L
 OOM_WORDS = ("out of memory", "resource_exhausted", "can't allocate", "cannot allocate")
 CHECK = dict(per_class=4, latent=301, max_block_elements=1000)  # 6-dim chunks, the last one short
+# The sharded row: the latent dimension over mesh.latent of 2 CPU devices against 1 (memory
+# only: the devices share one process's cores, so no time is reported).
+SHARDED = dict(latent=262_144, batch=60, devices=2, mesh_latent=(1, 2), steps=2)
 
 
 # ----------------------------------------------------------------------------- child side
@@ -94,9 +97,9 @@ def _import_everything() -> None:
     from flax import nnx  # noqa: F401
 
     from benchmarks import torch_reference  # noqa: F401
-    from vscjax import models, state, train  # noqa: F401
+    from vscjax import models, program, state, train  # noqa: F401
 
-    assert jax.device_count() == 1, f"expected one CPU device, got {jax.device_count()}"
+    assert jax.device_count() in (1, SHARDED["devices"]), f"{jax.device_count()} CPU devices"
 
 
 def compile_skip_reason(latent: int, batch: int, align: str) -> str | None:
@@ -135,6 +138,37 @@ def run_point(job: dict) -> dict:
     return dict(status="ok", step_s_median=statistics.median(m["step_s"]), step_s=m["step_s"],
                 steps_per_repeat=m["steps_per_repeat"], compile_s=m["first_call_s"],
                 xla_peak_mib=m["peak_mib"])
+
+
+def run_sharded_point(job: dict) -> dict:
+    """Peak memory of vscjax's step with the latent dimension over ``mesh_latent`` of
+    ``devices`` CPU devices (the trainer's program, ``vscjax.program``): a few steps run, the
+    state made where it lives (split, never whole on one device)."""
+    import jax
+
+    from vscjax import sharding
+    from vscjax.program import DataSpec, TrainProgram
+
+    latent, batch, devices = job["latent"], job["batch"], job["devices"]
+    assert jax.device_count() == devices, f"expected {devices} CPU devices, got {jax.device_count()}"
+    config = harness.vscjax_config(latent, batch, "off", "float32", tuple(job["hidden"]))
+    with config.unlocked():
+        config.mesh.latent = job["mesh_latent"]
+        config.data.placement = "host"
+    mesh = sharding.make_mesh(job["mesh_latent"])
+    program = TrainProgram(config, DataSpec("random", harness.IMAGE_SHAPE, harness.NUM_CLASSES,
+                                            batch, None), mesh)
+    images, _ = harness.make_data(batch)
+    placed = sharding.shard_batch({"image": images, "label": class_major_labels(batch)}, mesh)
+    state, key = program.initial_state(), program.key()
+    compiled = program.train_steps.lower(state, [placed], None, key).compile()
+    for _ in range(job["steps"]):
+        state, metrics = compiled(state, [placed], None, key)
+    jax.block_until_ready(state)
+    m = compiled.memory_analysis()
+    xla = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+           + m.temp_size_in_bytes) / harness.MIB
+    return dict(status="ok", xla_peak_mib_per_device=xla, loss=float(metrics["loss"][0]))
 
 
 def check_alignment() -> dict:
@@ -183,10 +217,14 @@ def run_job(job: dict) -> None:
     if job["memory_limit_bytes"]:
         resource.setrlimit(resource.RLIMIT_DATA, (job["memory_limit_bytes"],) * 2)
     harness.configure_process("cpu", job["threads"])
+    if job.get("devices", 1) > 1:  # the sharded row's devices; its times are not reported
+        os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={job['devices']}"
     _import_everything()
     try:
         if job["kind"] == "point":
             result = run_point(job)
+        elif job["kind"] == "sharded":
+            result = run_sharded_point(job)
         elif job["kind"] == "check":
             result = {"status": "ok", **check_alignment()}
         else:  # baseline: the imports above and nothing more
@@ -260,6 +298,38 @@ def run_series(framework: str, align: str, latents, common: dict, baseline_mib: 
     return points
 
 
+def run_sharded_row(common: dict, args, log) -> list[dict]:
+    """The sharded row: ``SHARDED["latent"]`` with the latent axis over 1 and 2 of 2 CPU
+    devices, each in its own child; the peak RSS (minus a baseline child's with 2 devices) per
+    device, and XLA's memory analysis of one device's program."""
+    jobs = {**common, "devices": SHARDED["devices"], "batch": SHARDED["batch"]}
+    baseline = run_child({**jobs, "kind": "baseline"}, args.max_seconds_per_point)
+    rows = []
+    for latent in SHARDED["mesh_latent"]:
+        r = run_child({**jobs, "kind": "sharded", "latent": SHARDED["latent"], "mesh_latent": latent,
+                       "steps": SHARDED["steps"]}, args.max_seconds_per_point)
+        rss = r["child_rss_mib"] - baseline["child_rss_mib"]
+        rows.append({"latent": SHARDED["latent"], "batch": SHARDED["batch"], "devices": SHARDED["devices"],
+                     "mesh_latent": latent, **r, "peak_rss_mib": rss,
+                     "peak_rss_mib_per_device": rss / SHARDED["devices"]})
+        log(f"sharded L={SHARDED['latent']:,} mesh.latent={latent}: {r['status']}, peak RSS per "
+            f"device {rss / SHARDED['devices']:,.0f} MiB")
+    return rows
+
+
+def sharded_table(rows: list[dict]) -> str:
+    """The sharded row: L, devices, mesh.latent, peak RSS per device, XLA MiB per device."""
+    lines = ["| L | CPU devices | mesh.latent | peak MiB per device (RSS / devices) | XLA MiB per device | status |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        ok = r["status"] == "ok"
+        lines.append(f"| {r['latent']:,} | {r['devices']} | {r['mesh_latent']} | "
+                     f"{fmt(r['peak_rss_mib_per_device'] if ok else None, ',.0f')} | "
+                     f"{fmt(r.get('xla_peak_mib_per_device'), ',.0f')} | "
+                     f"{r['status'] if ok else r['status'] + ': ' + r.get('error', '')[:80]} |")
+    return "\n".join(lines)
+
+
 def fit_slopes(points: list[dict], fit_from: int) -> list[dict]:
     """Least-squares slope of log(step s) against log(L) over the finished points with
     L >= fit_from, per (framework, align) with at least two of them."""
@@ -317,6 +387,9 @@ def report_text(report: dict) -> str:
                      f"(log step s vs log L, {fit['points']} points with L >= {fit['fit_from']:,}){target}")
     lines += [f"largest L {r['framework']} {r['align']}: {fmt(r['latent'], ',')}"
               for r in report["largest_latent"]]
+    if report.get("sharded"):
+        lines += ["", "the latent dimension split over devices (memory only):",
+                  sharded_table(report["sharded"])]
     return "\n".join(lines)
 
 
@@ -374,6 +447,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                       "scaling-cpu-smoke.json with --smoke); the PNG goes beside it")
     parser.add_argument("--from", dest="from_json", metavar="JSON",
                         help="print the report of an earlier results file; run nothing")
+    parser.add_argument("--no-sharded", action="store_true",
+                        help="skip the sharded row (L=262,144 over 1 and 2 of 2 CPU devices)")
+    parser.add_argument("--sharded-only", action="store_true", help="run the sharded row alone")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # a child's work, as JSON
     return parser.parse_args(argv)
 
@@ -415,11 +491,12 @@ def main(argv=None) -> None:
         sys.exit(f"baseline child failed: {baseline['error']}")
     log(f"baseline child RSS: {baseline['child_rss_mib']:,.0f} MiB")
     points = []
-    for framework in args.contenders:
+    for framework in ([] if args.sharded_only else args.contenders):
         for align in args.align:
             points += run_series(framework, align, args.latent or preset["latent"], common,
                                  baseline["child_rss_mib"], args.max_seconds_per_point, log)
     fits = fit_slopes(points, preset["fit_from"])
+    sharded = [] if args.smoke or args.no_sharded else run_sharded_row(common, args, log)
 
     report = {
         **harness.run_record("benchmarks.scaling", "cpu", threads, quiet),
@@ -429,7 +506,8 @@ def main(argv=None) -> None:
         "memory_limit_gib": memory_gib, "baseline_rss_mib": baseline["child_rss_mib"],
         "alignment_check": {k: check[k] for k in ("batch", "latent", "values", "passed")},
         "points": points, "fits": fits, "slope_target_vscjax": SLOPE_TARGET,
-        "largest_latent": largest_latent(points), "wall_s": time.perf_counter() - began,
+        "largest_latent": largest_latent(points), "sharded": sharded,
+        "wall_s": time.perf_counter() - began,
     }
     with open(out, "w") as f:
         json.dump(report, f, indent=2)
