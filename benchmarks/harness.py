@@ -503,10 +503,11 @@ def prepare_run(args, log) -> dict:
 
     if args.device == "cpu":
         assert jax.device_count() == 1, f"expected one CPU device, got {jax.device_count()}"
-        # As vscjax's trainer does on CPUs, for every contender of the process alike.
-        from vscjax import host_memory
+        # As vscjax's trainer does on CPUs (the allocator for every contender of the process).
+        from vscjax import cpu_random, host_memory
 
         host_memory.reuse_large_allocations()
+        cpu_random.unroll_threefry()
     elif not torch.cuda.is_available() or jax.default_backend() != "gpu":
         sys.exit("--device gpu needs jax[cuda] and a CUDA build of torch seeing a GPU")
     return run_record("benchmarks.throughput", args.device, threads, quiet)

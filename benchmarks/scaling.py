@@ -319,8 +319,8 @@ def run_sharded_row(common: dict, args, log) -> list[dict]:
 
 def sharded_table(rows: list[dict]) -> str:
     """The sharded row: L, devices, mesh.latent, peak RSS per device, XLA MiB per device."""
-    lines = ["| L | CPU devices | mesh.latent | peak MiB per device (RSS / devices) | XLA MiB per device | status |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| L | CPU devices | mesh.latent | peak MiB per device (RSS / devices) "
+             "| XLA MiB per device | status |", "|---|---|---|---|---|---|"]
     for r in rows:
         ok = r["status"] == "ok"
         lines.append(f"| {r['latent']:,} | {r['devices']} | {r['mesh_latent']} | "

@@ -101,6 +101,9 @@ def print_instruction_tables(args, k: int) -> None:
     (``cost_analysis``). Counts, not times: the machine need not be quiet."""
     from vscjax import hlo_costs
 
+    from vscjax import cpu_random
+
+    cpu_random.unroll_threefry()  # as the trainer and the timed runs compile it
     grid = harness.GRIDS[args.grid]
     hidden = tuple(args.hidden or grid["hidden"])
     for latent, batch, align in harness.grid_configurations(args):

@@ -392,7 +392,8 @@ def main(argv=None) -> int:
     """The command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m vscjax.aot",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="a config file (default: configs/default.py)")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="a config file (default: configs/default.py)")
     parser.add_argument("--topology", required=True,
                         help="TPU slice, e.g. v5e:2x2, v5e:4x4, v4:2x2x1, v6e:2x2, v5p:2x2x1")
     parser.add_argument("--json", help="also write the figures to this JSON file")

@@ -195,11 +195,13 @@ def _convolution_macs(instruction: Instruction, shapes: dict[str, str]) -> int:
             return [default] * len(spatial)
         return [int(v) for v in fields[name].split("x")]
 
-    strides, lhs_dilations, rhs_dilations = per_axis("stride", 1), per_axis("lhs_dilate", 1), per_axis("rhs_dilate", 1)
+    strides = per_axis("stride", 1)
+    lhs_dilations, rhs_dilations = per_axis("lhs_dilate", 1), per_axis("rhs_dilate", 1)
     pads = ([int(p.split("_")[0]) for p in fields["pad"].split("x")] if "pad" in fields
             else [0] * len(spatial))
     for axis, label in enumerate(spatial):
-        n, k, o = lhs[lhs_labels.index(label)], kernel[kernel_labels.index(label)], out[out_labels.index(label)]
+        n = lhs[lhs_labels.index(label)]
+        k, o = kernel[kernel_labels.index(label)], out[out_labels.index(label)]
         pairs = _window_pairs(n, k, o, strides[axis], pads[axis], lhs_dilations[axis], rhs_dilations[axis])
         macs = macs * pairs // max(o, 1)
     return macs

@@ -58,7 +58,8 @@ def abstract_model(config: ml_collections.ConfigDict, image_shape: Sequence[int]
     """``config``'s model with shapes and dtypes in place of its parameters: nothing allocated."""
     return nnx.eval_shape(lambda: build_model(config.model, tuple(image_shape), num_classes,
                                               alpha=config.objective.alpha,
-                                              key=rng.key(config.seed, "init")))
+                                              key=rng.key(config.seed, "init"),
+                                              latent_split=config.mesh.latent > 1))
 
 
 class TrainProgram:
@@ -107,7 +108,8 @@ class TrainProgram:
 
     def _init(self) -> TrainState:
         model = build_model(self.config.model, self.data.image_shape, self.data.num_classes,
-                            alpha=self.config.objective.alpha, key=rng.key(self.config.seed, "init"))
+                            alpha=self.config.objective.alpha, key=rng.key(self.config.seed, "init"),
+                            latent_split=self.config.mesh.latent > 1)
         params = nnx.state(model)
         return TrainState(params=params, opt_state=self.tx.init(params), step=jnp.int32(0),
                           nonfinite_steps=jnp.int32(0))
@@ -142,7 +144,8 @@ class TrainProgram:
         decides for this data (``vscjax.feeding.make_feed``)."""
         d = self.data
         size = resident.device_bytes(d.num_train, d.image_shape, d.pixel_levels)
-        if self.config.data.placement == "device" and size <= self.config.data.device_budget_mib * feeding.MIB:
+        budget = self.config.data.device_budget_mib * feeding.MIB
+        if self.config.data.placement == "device" and size <= budget:
             return "device", size
         return "host", 0
 
@@ -162,8 +165,8 @@ class TrainProgram:
         images = spec((d.num_train, *d.image_shape), jnp.uint8 if d.pixel_levels else jnp.float32)
         levels = spec((d.pixel_levels,), jnp.float32) if d.pixel_levels else None
         resident_set = resident.ResidentData(images, levels, spec((d.num_train,), jnp.int32))
-        indices = jax.ShapeDtypeStruct((num_steps, b), jnp.int32,
-                                       sharding=NamedSharding(self.mesh, PartitionSpec(None, sharding.DATA_AXIS)))
+        rows = NamedSharding(self.mesh, PartitionSpec(None, sharding.DATA_AXIS))  # [K, B]: B split
+        indices = jax.ShapeDtypeStruct((num_steps, b), jnp.int32, sharding=rows)
         return indices, resident_set
 
     # ------------------------------------------------------------------------- evaluation

@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import (data, evaluation_loop, faults, feeding, host_memory, multihost, objective,
-                    profiling, provenance, resident, rng, sharding, trained)
+from vscjax import (cpu_random, data, evaluation_loop, faults, feeding, host_memory, multihost,
+                    objective, profiling, provenance, resident, rng, sharding, trained)
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_resume_compatible, validate
 from vscjax.figures import draw_training_figures
@@ -62,8 +62,9 @@ class Trainer:
         self.config = config
         validate(config, len(jax.devices()) if mesh is None else mesh.devices.size)
         self.mesh = mesh if mesh is not None else sharding.make_mesh(config.mesh.latent)
-        if self.mesh.devices.flat[0].platform == "cpu":  # the step's temporaries: no fresh pages
+        if self.mesh.devices.flat[0].platform == "cpu":  # same bits, less memory traffic
             host_memory.reuse_large_allocations()
+            cpu_random.unroll_threefry()
         if dict(self.mesh.shape).get(sharding.LATENT_AXIS, 1) != config.mesh.latent:
             raise ValueError(f"the mesh {dict(self.mesh.shape)} does not have the config's "
                              f"mesh.latent={config.mesh.latent} devices along the latent axis")

@@ -65,9 +65,10 @@ def restore_model(workdir: str, image_shape: Sequence[int], num_classes: int, *,
       checkpoints.CheckpointMismatchError: the newest readable checkpoint holds other parameters.
     """
     config = read_config(workdir)
+    split = mesh is not None and dict(mesh.shape).get(sharding.LATENT_AXIS, 1) > 1
     abstract_model = nnx.eval_shape(lambda: build_model(
         config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
-        key=rng.key(config.seed, "init")))
+        key=rng.key(config.seed, "init"), latent_split=split))
     graphdef, abstract_params = nnx.split(abstract_model)
     placement = (None if mesh is None else
                  sharding.state_shardings(abstract_params, mesh, latent_axes(abstract_model)))
