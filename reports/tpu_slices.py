@@ -16,8 +16,12 @@ compiles two sizes, fits HBM needed = a + b L through them, and compiles the pre
 L (a multiple of 1,024) and the next one: the largest is one that fits with the next not
 fitting, stepping down while the prediction does not fit.
 
+A latent space larger than a chip: ``configs/large_latent.py:1048576`` at B = 4096 (bfloat16,
+centroid alignment, weight 1) on the slice with the latent axis over 8 and over 16 chips
+(``SPLIT_LATENT``).
+
 Writes ``reports/tpu_slices.json`` (the figures and their provenance) and, for the full run, the
-README sections ``tpu_configs`` and ``tpu_largest_latent``.
+README sections ``tpu_configs``, ``tpu_largest_latent`` and ``tpu_latent_split``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from vscjax.config import load_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 STEP = 1024  # the search's granularity in L
+SPLIT_LATENT = (1_048_576, (8, 16))  # L, and the chips its latent axis is split over
 VARIANTS = [("float32", "off"), ("bfloat16", "off"), ("float32", "centroid"), ("bfloat16", "centroid")]
 
 
@@ -62,9 +67,9 @@ def config_row(name: str, topology: str) -> dict:
     return {"config": name, "overrides": overrides, **{k: report[k] for k in keep}}
 
 
-def _large(latent_dim: int, dtype: str, align: str):
+def _large(latent_dim: int, dtype: str, align: str, mesh_latent: int = 1):
     overrides = {"train.batch_size": 4096, "train.eval_batch_size": 4096, "data.balanced": False,
-                 "model.dtype": dtype, "objective.align_mode": align}
+                 "model.dtype": dtype, "objective.align_mode": align, "mesh.latent": mesh_latent}
     if align != "off":
         overrides["objective.align_weight.value"] = 1.0
     return load_file(os.path.join(ROOT, "configs", f"large_latent.py:{latent_dim}"), overrides)
@@ -104,6 +109,28 @@ def largest_latent(dtype: str, align: str, topology: str, log=print) -> dict:
             "probes": {str(probes[0]): n1, str(probes[1]): n2}}
 
 
+def split_row(mesh_latent: int, topology: str) -> dict:
+    """The aot figures of L = ``SPLIT_LATENT[0]`` with its latent axis over ``mesh_latent`` chips."""
+    report = aot.analyse(_large(SPLIT_LATENT[0], "bfloat16", "centroid", mesh_latent), topology,
+                         instructions=0, log=lambda _: None)
+    keep = ("mesh", "hbm_needed_bytes", "hbm_parts_bytes", "hbm_per_chip_bytes", "fits",
+            "estimated_step_seconds", "predicted_samples_per_second", "bytes_accessed", "minimal_bytes")
+    return {"latent_dim": SPLIT_LATENT[0], **{k: report[k] for k in keep}}
+
+
+def split_table(rows: list[dict], topology: str) -> list[str]:
+    lines = [f"| L, {topology}, B=4096, bf16, centroid | mesh data x latent | HBM per chip "
+             "| of which state | estimated step | samples/s |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        parts = r["hbm_parts_bytes"]
+        state = parts["parameters"] + parts["optimizer_state"]
+        lines.append(f"| {r['latent_dim']:,} | {r['mesh']['data']} x {r['mesh']['latent']} | "
+                     f"{r['hbm_needed_bytes'] / 2**30:.2f} GiB | {state / 2**30:.2f} GiB | "
+                     f"{r['estimated_step_seconds'] * 1e3:.1f} ms | "
+                     f"{r['predicted_samples_per_second']:,.0f} |")
+    return lines
+
+
 def config_table(rows: list[dict], topology: str) -> list[str]:
     lines = [f"| config ({topology}) | mesh data x latent | HBM per chip | fits | estimated step | samples/s |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -132,7 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--topology", default="v5e:4x4")
     parser.add_argument("--configs", nargs="*", help="config names (default: every shipped config)")
-    parser.add_argument("--no-largest-latent", action="store_true", help="skip the search for L")
+    parser.add_argument("--no-largest-latent", action="store_true",
+                        help="skip the search for L and the split latent rows")
     parser.add_argument("--out", default=os.path.join(HERE, "tpu_slices.json"))
     parser.add_argument("--from", dest="source", help="reprint the tables of this JSON file")
     args = parser.parse_args()
@@ -148,7 +176,9 @@ def main() -> None:
         largest = ([] if args.no_largest_latent else
                    [largest_latent(d, a, args.topology, log=lambda line: print(line, file=sys.stderr))
                     for d, a in VARIANTS])
+        split = [] if args.no_largest_latent else [split_row(m, args.topology) for m in SPLIT_LATENT[1]]
         record = {"topology": args.topology, "configs": rows, "largest_latent": largest,
+                  "latent_split": split,
                   "command": " ".join(["python reports/tpu_slices.py", *sys.argv[1:]]),
                   "provenance": provenance.record(extra_packages=("libtpu",))}
         with open(args.out + ".tmp", "w") as f:
@@ -158,10 +188,14 @@ def main() -> None:
             readme = os.path.join(ROOT, "README.md")
             replace_section(readme, "tpu_configs", config_table(rows, args.topology))
             replace_section(readme, "tpu_largest_latent", latent_table(largest, args.topology))
+            replace_section(readme, "tpu_latent_split", split_table(split, args.topology))
     print("\n".join(config_table(record["configs"], record["topology"])))
     if record["largest_latent"]:
         print()
         print("\n".join(latent_table(record["largest_latent"], record["topology"])))
+    if record.get("latent_split"):
+        print()
+        print("\n".join(split_table(record["latent_split"], record["topology"])))
 
 
 if __name__ == "__main__":
