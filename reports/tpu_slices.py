@@ -132,7 +132,8 @@ def split_table(rows: list[dict], topology: str) -> list[str]:
 
 
 def config_table(rows: list[dict], topology: str) -> list[str]:
-    lines = [f"| config ({topology}) | mesh data x latent | HBM per chip | fits | estimated step | samples/s |",
+    lines = [f"| config ({topology}) | mesh data x latent | HBM per chip | fits | estimated step "
+             "| samples/s |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         if "error" in r:
@@ -151,7 +152,8 @@ def latent_table(rows: list[dict], topology: str) -> list[str]:
     for r in rows:
         step = "n/a" if r["estimated_step_seconds"] is None else f"{r['estimated_step_seconds'] * 1e3:.1f} ms"
         lines.append(f"| {r['dtype']}, alignment {r['align']} | {r['largest_latent_dim']:,} | "
-                     f"{r['hbm_needed_bytes'] / 2**30:.2f} GiB | {r['next_needs_bytes'] / 2**30:.2f} GiB | {step} |")
+                     f"{r['hbm_needed_bytes'] / 2**30:.2f} GiB | "
+                     f"{r['next_needs_bytes'] / 2**30:.2f} GiB | {step} |")
     return lines
 
 
