@@ -42,6 +42,8 @@ def main(argv):
         sys.exit(f"train.py: {err}")
     config_name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     workdir = _WORKDIR.value or os.path.join("workdir", config_name)
+    from jax.errors import JaxRuntimeError
+
     from vscjax.checkpoints import CheckpointMismatchError
     from vscjax.config import ConfigError
     from vscjax.data import DataError
@@ -50,6 +52,9 @@ def main(argv):
         summary = train.run(_CONFIG.value, workdir)
     except (ConfigError, DataError, CheckpointMismatchError, train.NonFiniteLossError, OSError) as err:
         sys.exit(f"train.py: {err}")
+    except JaxRuntimeError as err:  # with several processes, often a lost peer: say which
+        multihost.collective_failed(err)
+        raise
     if multihost.is_writer():
         print(train.summarise(summary))
         print(f"outputs in {os.path.abspath(workdir)}")

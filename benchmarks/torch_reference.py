@@ -75,11 +75,14 @@ def linear_arrays(torch_model: MLPVSC, jax_model) -> Iterator[tuple[str, torch.T
     """(name, torch parameter, the JAX array in torch's layout) for every weight and bias.
 
     ``jax_model`` is a vscjax MLP ``VSC``, or ``nnx.merge(graphdef, grads)`` to read gradients.
-    nnx.Linear's kernel is [in, out], torch's weight [out, in]: kernels come transposed.
+    nnx.Linear's kernel is [in, out], torch's weight [out, in]: kernels come transposed. The
+    encoder's heads hold a kernel [in, 3, L] and a bias [3, L]: read as [in, 3 L] and [3 L], the
+    layout of torch's one Linear whose output is chunked into (mu, logvar, spike_logit).
     """
     for i, (t, j) in enumerate(_linear_pairs(torch_model, jax_model)):
-        yield f"layer{i}.weight", t.weight, np.asarray(j.kernel[...]).T
-        yield f"layer{i}.bias", t.bias, np.asarray(j.bias[...])
+        kernel, bias = np.asarray(j.kernel[...]), np.asarray(j.bias[...])
+        yield f"layer{i}.weight", t.weight, kernel.reshape(kernel.shape[0], -1).T
+        yield f"layer{i}.bias", t.bias, bias.reshape(-1)
 
 
 @torch.no_grad()

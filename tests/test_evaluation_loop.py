@@ -59,7 +59,7 @@ def test_without_a_mesh_this_process_alone_gives_the_same_per_sample_outputs(mon
     """``vscjax.load``'s runner: no mesh, no collective (one process may call it alone), batches
     cut at the data set's size, padding dropped; the numbers of the sharded run."""
     config, validation, graphdef, params = _model_and_data()
-    fn = functools.partial(evaluation_loop._batch_eval_terms, graphdef=graphdef, seed=config.seed,
+    fn = functools.partial(evaluation_loop.batch_eval_terms, graphdef=graphdef, seed=config.seed,
                            alpha=config.objective.alpha)
     run = lambda p, i, x, y: fn(p, i, x, y, 10.0)  # noqa: E731
     mesh = sharding.make_data_mesh()

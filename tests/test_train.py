@@ -13,7 +13,7 @@ import pytest
 
 from helpers import assert_trees_equal, check_record, load_config, saved_state
 import vscjax
-from vscjax import checkpoints, data, sharding, train, train_step
+from vscjax import data, sharding, train, train_step
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.state import TrainState
@@ -150,9 +150,10 @@ def test_conv_trains_end_to_end_on_shapes(tmp_path):
     model = vscjax.load(str(tmp_path))
     assert (model.image_shape, model.num_classes, model.step) == ((32, 32, 1), 5, 40)
     trainer = train.Trainer(config)
-    _, _, state = checkpoints.load_trained(str(tmp_path), (32, 32, 1), 5)
+    store = Checkpoints.reader(str(tmp_path))
+    state = store.manager.restore(40, args=ocp.args.StandardRestore(trainer.abstract_state()))
+    store.manager.close()
     assert_trees_equal(model.params, state.params)
-    state = jax.device_put(state, trainer.replicated)
     assert trainer.evaluate(state)["exact_neg_elbo"] == pytest.approx(summary["exact_neg_elbo"], rel=1e-6)
     codes = model.encode(data.load("shapes", "shapes-4", "test").images)
     assert codes.gamma.shape == (round(5 * 4**4 / 6), 16) and np.all(np.isfinite(codes.mu))

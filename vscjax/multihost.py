@@ -226,6 +226,18 @@ def _stop_process(reason: str) -> None:
     os._exit(1)
 
 
+def collective_failed(err: Exception) -> None:
+    """A computation raised ``err`` (on CPUs gloo fails at once when another process's connection
+    closes). In a multi-process run, wait for the heartbeat to name the lost process (it stops
+    this one with that line), else stop with the error's first line; alone, return."""
+    if _heartbeat is None:
+        return
+    deadline = time.monotonic() + _heartbeat.timeout + 5 * HEARTBEAT_INTERVAL
+    while time.monotonic() < deadline:
+        time.sleep(HEARTBEAT_INTERVAL)  # the heartbeat thread ends the process if a peer is lost
+    _stop_process(f"a computation failed: {str(err).splitlines()[0][:200]}")
+
+
 def _start_heartbeat(client, process_id: int, num_processes: int, timeout: float) -> None:
     global _heartbeat
     _heartbeat = _Heartbeat(client, process_id, num_processes, timeout)
