@@ -35,7 +35,7 @@ def exact_bound(model: vscjax.TrainedModel, dataset: data.Dataset) -> float:
     params = jax.device_put(model.params, sharding.replicated(mesh))
     terms = evaluation_loop.elbo_terms(model.graphdef, params, model.config, dataset.images,
                                        dataset.labels, step=model.step, mesh=mesh)
-    return evaluation_loop.mean_terms(terms)["exact"]
+    return evaluation_loop.mean_terms(terms)["exact_neg_elbo"]
 
 
 def probe(workdir: str, split: str) -> dict:
