@@ -9,8 +9,10 @@ Every combination of the ``--set`` values is trained with ``train.py``'s loop in
 evaluated with ``vscjax.evaluate`` on the **validation** split (``eval_validation.json``),
 never on the test set. The table lists, per setting, the model's own bound on -log p(x), the
 fixed-prior exact ELBO, the leak, active dimensions, Jaccard same / different, global and
-class-specific dimensions and the linear probe, best bound first; ``--out`` writes it as
-Markdown (and the rows as JSON beside it).
+class-specific dimensions and the linear probe, best bound first; on a data set with known
+factors (the shapes) also the MIG and how many global and class factors are captured and
+placed (``evaluate.factor_headline``). ``--out`` writes it as Markdown (and the rows as JSON
+beside it).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def row(name: str, results: dict) -> dict:
                 jaccard_same=h["jaccard_same"], jaccard_different=h["jaccard_different"],
                 num_global=h["num_global"],
                 classes_with_specific=None if specific is None else sum(1 for n in specific if n),
-                probe=h["probe"])
+                probe=h["probe"], factors=evaluate.factor_headline(results))
 
 
 def _check_same_run(workdir: str, config) -> None:
@@ -85,16 +87,24 @@ def _check_same_run(workdir: str, config) -> None:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| setting | bound on -log p(x) | fixed-prior exact -ELBO | leak | expected active | "
-             "active count | Jaccard same / diff | global dims | classes with a specific dim | probe |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    """The rows as a Markdown table; with known factors in any row, their columns too."""
+    with_factors = any(r.get("factors") for r in rows)
+    header = ["setting", "bound on -log p(x)", "fixed-prior exact -ELBO", "leak", "expected active",
+              "active count", "Jaccard same / diff", "global dims", "classes with a specific dim", "probe"]
+    if with_factors:
+        header += ["MIG", "global factors captured / placed", "class factors captured / placed"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in rows:
-        lines.append(
-            f"| {r['setting']} | {r['exact_neg_elbo']:.2f} | "
-            f"{fmt(r['fixed_prior_exact_neg_elbo'], '.2f')} | {fmt(r['leak'], '.2f')} | {r['expected_active']:.1f} | {r['active_count']:.1f} | "
-            f"{fmt(r['jaccard_same'], '.3f')} / {fmt(r['jaccard_different'], '.3f')} | "
-            f"{fmt(r['num_global'], 'd')} | {fmt(r['classes_with_specific'], 'd')} | "
-            f"{100 * r['probe']:.1f}% |")
+        cells = [r["setting"], f"{r['exact_neg_elbo']:.2f}", fmt(r["fixed_prior_exact_neg_elbo"], ".2f"),
+                 fmt(r["leak"], ".2f"), f"{r['expected_active']:.1f}", f"{r['active_count']:.1f}",
+                 f"{fmt(r['jaccard_same'], '.3f')} / {fmt(r['jaccard_different'], '.3f')}",
+                 fmt(r["num_global"], "d"), fmt(r["classes_with_specific"], "d"), f"{100 * r['probe']:.1f}%"]
+        if with_factors:
+            f = r.get("factors")
+            cells += ["n/a"] * 3 if not f else [
+                f"{f['mig']:.3f}", *(f"{f[kind + '_captured']} / {f[kind + '_placed']} of {f[kind + '_total']}"
+                                     for kind in ("global", "class"))]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -51,3 +51,30 @@ def test_a_sweep_row_names_each_number_as_the_evaluation_does():
     assert row["classes_with_specific"] == 2
     assert sweep.markdown([row]).splitlines()[-1] == (
         "| objective.alpha=0.05 | 110.20 | 140.20 | n/a | 11.2 | 11.3 | 0.742 / 0.453 | 2 | 2 | 94.4% |")
+
+
+def test_a_sweep_of_a_data_set_with_known_factors_shows_their_columns():
+    """With a factors section in eval.json, the row carries MIG and the captured / placed counts
+    per kind, and the table gains their columns (n/a in a row without them)."""
+    results = {
+        "elbo": {"exact_neg_elbo": 60.0, "fixed_prior_exact_neg_elbo": 61.0, "leak": None},
+        "sparsity": {"expected_active": 5.0, "active_count": 5.0},
+        "class_consistency": None, "class_activation": None,
+        "linear_probe": {"accuracy": 0.99},
+        "factors": {"mig": 0.25, "dci_disentanglement": 0.5,
+                    "counts": {"global": {"total": 4, "captured": 3, "placed": 2},
+                               "class": {"total": 5, "captured": 1, "placed": 1}},
+                    "dimension_kinds": [-1, 2, -2],
+                    "factors": [{"name": "x", "nmi": 0.6, "captured": True, "placed": True, "best_dim": 0},
+                                {"name": "hole", "nmi": 0.1, "captured": False, "placed": False,
+                                 "best_dim": 1}]},
+    }
+    row = sweep.row("a", results)
+    assert row["factors"]["global_placed"] == 2 and row["factors"]["class_total"] == 5
+    assert [f["dimension"] for f in row["factors"]["factors"]] == ["global", "class 2"]
+    plain = sweep.row("b", {**results, "factors": None})
+    lines = sweep.markdown([row, plain]).splitlines()
+    assert lines[0].endswith("| MIG | global factors captured / placed | class factors captured / placed |")
+    assert lines[2].endswith("| 99.0% | 0.250 | 3 / 2 of 4 | 1 / 1 of 5 |")
+    assert lines[3].endswith("| 99.0% | n/a | n/a | n/a |")
+    assert "MIG" not in sweep.markdown([plain])

@@ -190,6 +190,24 @@ def headline(results: dict) -> dict:
         probe=results["linear_probe"]["accuracy"])
 
 
+def factor_headline(results: dict) -> dict | None:
+    """The known-factor numbers a report row shows, from :func:`evaluate_workdir`'s results (None
+    for a data set without known factors): MIG, DCI disentanglement, per kind ("global",
+    "class") how many factors there are, are captured and are placed, and per factor its best
+    normalised MI, the kind of that dimension (``_dimension_kind``) and whether it is captured
+    and placed."""
+    section = results.get("factors")
+    if section is None:
+        return None
+    counts = section["counts"]
+    return dict(
+        mig=section["mig"], dci_disentanglement=section["dci_disentanglement"],
+        **{f"{kind}_{what}": counts[kind][what] for kind in counts for what in counts[kind]},
+        factors=[dict(name=f["name"], nmi=f["nmi"], captured=f["captured"], placed=f["placed"],
+                      dimension=_dimension_kind(section["dimension_kinds"][f["best_dim"]]))
+                 for f in section["factors"]])
+
+
 def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 5000,
                      pairs: int = 20_000, iw_samples: int = 0, make_plots: bool = True,
                      top_k: int = 3, save_split_codes: bool = False) -> dict:
