@@ -12,7 +12,8 @@ fixed-prior exact ELBO, the leak, active dimensions, Jaccard same / different, g
 class-specific dimensions and the linear probe, best bound first; on a data set with known
 factors (the shapes) also the MIG and how many global and class factors are captured and
 placed (``evaluate.factor_headline``). ``--out`` writes it as Markdown (and the rows as JSON
-beside it).
+beside it), and its last line names the commit the runs were trained at (their
+summary.json).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from vscjax import evaluate  # noqa: E402
 from vscjax.config import load_file  # noqa: E402
 from vscjax.experiment import RunInterrupted, train_and_evaluate  # noqa: E402
 from vscjax.tables import fmt  # noqa: E402
-from vscjax.workdir import saved_config  # noqa: E402
+from vscjax.workdir import saved_config, summary_path  # noqa: E402
 
 
 def parse_value(text: str):
@@ -108,6 +109,20 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def trained_at(workdirs: list[str]) -> str:
+    """The line naming the commits the runs were trained at, from the provenance of their
+    summary.json (short hashes; "with uncommitted changes" where the checkout differed)."""
+    commits, dirty = [], False
+    for workdir in workdirs:
+        with open(summary_path(workdir)) as f:
+            git = json.load(f).get("provenance", {}).get("git") or {}
+        commit = (git.get("commit") or "unknown")[:7]
+        commits += [commit] if commit not in commits else []
+        dirty |= bool(git.get("dirty"))
+    return (f"Trained at commit{'s' if len(commits) > 1 else ''}: {', '.join(commits)}"
+            + (" (with uncommitted changes)." if dirty else "."))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="base config file")
@@ -119,10 +134,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="", help="write the table here (Markdown; rows as .json)")
     args = parser.parse_args(argv)
     fixed = parse_assignments(args.fixed, multi=False)
-    rows = []
+    rows, workdirs = [], []
     for setting in settings(parse_assignments(args.set, multi=True)):
         name = run_name(setting)
         workdir = os.path.join(args.root, name)
+        workdirs.append(workdir)
         config = load_file(args.config, {**fixed, **setting})
         _check_same_run(workdir, config)
         try:
@@ -138,7 +154,7 @@ def main(argv=None) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             f.write(f"Validation split. `python reports/sweep.py {' '.join(argv or sys.argv[1:])}`\n\n"
-                    + table + "\n")
+                    + table + f"\n\n{trained_at(workdirs)}\n")
         with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
             json.dump(rows, f, indent=1)
 

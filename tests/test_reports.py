@@ -1,5 +1,6 @@
 """The report's tables are its stored rows, read under the current names of their numbers."""
 
+import json
 import os
 import re
 
@@ -78,3 +79,20 @@ def test_a_sweep_of_a_data_set_with_known_factors_shows_their_columns():
     assert lines[2].endswith("| 99.0% | 0.250 | 3 / 2 of 4 | 1 / 1 of 5 |")
     assert lines[3].endswith("| 99.0% | n/a | n/a | n/a |")
     assert "MIG" not in sweep.markdown([plain])
+
+
+def test_a_sweep_names_the_commits_its_runs_were_trained_at(tmp_path):
+    """From each run's summary.json: one commit, several, uncommitted changes, none recorded."""
+    def run(name, git):
+        os.makedirs(tmp_path / name)
+        with open(tmp_path / name / "summary.json", "w") as f:
+            json.dump({"provenance": {"git": git}}, f)
+        return str(tmp_path / name)
+
+    a = run("a", {"commit": "1234567890abcdef", "dirty": False})
+    b = run("b", {"commit": "1234567890abcdef", "dirty": False})
+    c = run("c", {"commit": "fedcba0987654321", "dirty": True})
+    d = run("d", {"commit": None, "dirty": None})
+    assert sweep.trained_at([a, b]) == "Trained at commit: 1234567."
+    assert sweep.trained_at([a, c]) == "Trained at commits: 1234567, fedcba0 (with uncommitted changes)."
+    assert sweep.trained_at([d]) == "Trained at commit: unknown."
