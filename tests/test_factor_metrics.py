@@ -201,7 +201,7 @@ def test_mismatched_inputs_are_named():
 
 
 FLOOR = re.compile(r"a class's 5-valued factor, scored on its class's images, floor (\S+) on the "
-                   r"validation split and (\S+) on the test split; x \(8 values, every image\), "
+                   r"validation split and (\S+) on the test split; x \(12 values, every image\), "
                    r"floor (\S+) on the validation split and (\S+) on the test split")
 
 
@@ -213,7 +213,7 @@ def test_the_floor_stated_in_the_docstring_is_what_independent_dimensions_score(
 
     stated = [float(v) for v in FLOOR.search(" ".join(fm.__doc__.split())).groups()]
     class_factors = [shapes.FACTOR_NAMES.index(name) for name in shapes.CLASS_FACTORS]
-    assert (shapes.FULL_GRID.class_values, shapes.FULL_GRID.positions) == (5, 8)  # as stated
+    assert (shapes.FULL_GRID.class_values, shapes.FULL_GRID.positions) == (5, 12)  # as stated
     measured = []
     for split in ("validation", "test"):
         dataset = data.load("shapes", "shapes", split)

@@ -3,10 +3,9 @@
 Five classes of grey 32x32 shapes (32x32 is the smallest size the conv architecture takes).
 Every image is one point of a full grid of factors:
 
-- four **global** factors, which every class has: ``x`` and ``y``, the shape's centre in
+- three **global** factors, which every class has: ``x`` and ``y``, the shape's centre in
   pixels from the image's left and top edges (pixel (i, j) covers [j, j + 1] x [i, i + 1]),
-  ``scale``, its half-size in pixels (the shape lies in the square centre +- scale), and
-  ``intensity``, the grey level of its inside;
+  and ``scale``, its half-size in pixels (the shape lies in the square centre +- scale);
 - one **class-specific** factor per class, which only that class varies, as a fraction of the
   scale: ``square_rounding`` (the corner radius), ``ellipse_aspect`` (the vertical semi-axis
   over the horizontal one), ``triangle_apex`` (the apex's sideways shift), ``cross_arm_width``
@@ -17,17 +16,15 @@ exactly where ``~isnan(factors[n, k])``: global factors in every image, a class'
 in its images alone. The ranges keep every shape in the image with a pixel to spare and keep
 the classes apart (no rounding makes a square a disc, no aspect makes an ellipse a circle).
 
-The grid is coarse on purpose: a few values per factor, far apart (positions 2 pixels apart,
-each class's own factor over a wide range in 5 steps), so that a step of any factor changes
-many pixels and one code dimension can tell its values apart; the intensity multiplies the
-images per class, so that the mutual information of a class's factor, scored on that
-class's images alone, stands clear of the plug-in estimator's floor
-(``vscjax.factor_metrics``).
+Each class's own factor takes 5 values over a wide range, so that one step of it changes many
+pixels (a ring's hole grows by a pixel and more) and a code dimension can tell its values
+apart; the 12 positions per axis give each class 3,600 images, so that the mutual information
+of a class's factor, scored on that class's images alone, stands clear of the plug-in
+estimator's floor (``vscjax.factor_metrics``).
 
 Edges are anti-aliased from the signed distance d (in pixels, negative inside) at each
-pixel's centre: the pixel's value is ``intensity * clip(1/2 - d, 0, 1)``, the intensity times
-the exact covered fraction of a pixel cut by an axis-aligned straight edge (and close to it
-for slanted and curved ones).
+pixel's centre: the pixel's value is ``clip(1/2 - d, 0, 1)``, the exact covered fraction of a
+pixel cut by an axis-aligned straight edge, and close to it for slanted and curved ones.
 
 The grid is named by the config's ``data.name``: ``"shapes"`` is the full grid
 (:data:`FULL_GRID`), ``"shapes-<n>"`` one with n values of every factor (the tests use small
@@ -46,13 +43,12 @@ import numpy as np
 
 IMAGE_SIZE = 32  # the smallest image the conv architecture takes (models.ConvEncoder)
 CLASSES = ("square", "ellipse", "triangle", "cross", "ring")
-GLOBAL_FACTORS = ("x", "y", "scale", "intensity")
+GLOBAL_FACTORS = ("x", "y", "scale")
 CLASS_FACTORS = ("square_rounding", "ellipse_aspect", "triangle_apex", "cross_arm_width",
                  "ring_hole")  # class c varies CLASS_FACTORS[c] alone
 FACTOR_NAMES = GLOBAL_FACTORS + CLASS_FACTORS
-POSITION_RANGE = (9.0, 23.0)  # pixels: centre +- the largest scale stays a pixel inside
-SCALE_RANGE = (4.0, 8.0)  # half-size in pixels
-INTENSITY_RANGE = (0.6, 1.0)  # grey level of the inside
+POSITION_RANGE = (10.0, 22.0)  # pixels: centre +- the largest scale stays a pixel inside
+SCALE_RANGE = (5.0, 9.0)  # half-size in pixels
 CLASS_FACTOR_RANGES = {
     "square_rounding": (0.0, 0.8),  # corner radius / scale
     "ellipse_aspect": (0.3, 0.8),  # vertical / horizontal semi-axis
@@ -68,23 +64,20 @@ _CHUNK = 512  # images rendered at once (bounds the float64 temporaries to a few
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """How many values each factor takes: ``positions`` for x and y each, ``scales``,
-    ``intensities`` and ``class_values`` for every class's own factor (evenly spaced over their
-    ranges)."""
+    """How many values each factor takes: ``positions`` for x and y each, ``scales``, and
+    ``class_values`` for every class's own factor (evenly spaced over their ranges)."""
 
     positions: int
     scales: int
-    intensities: int
     class_values: int
 
     @property
     def num_images(self) -> int:
-        """Images in the grid: classes x positions^2 x scales x intensities x class values."""
-        return len(CLASSES) * self.positions ** 2 * self.scales * self.intensities * self.class_values
+        """Images in the grid: classes x positions^2 x scales x class values."""
+        return len(CLASSES) * self.positions ** 2 * self.scales * self.class_values
 
 
-# 24,000 images (4,800 a class), 94 MiB: seconds to make.
-FULL_GRID = Grid(positions=8, scales=5, intensities=3, class_values=5)
+FULL_GRID = Grid(positions=12, scales=5, class_values=5)  # 18,000 images, 70 MiB: seconds to make
 
 
 def grid_from_name(name: str) -> Grid:
@@ -101,7 +94,7 @@ def grid_from_name(name: str) -> Grid:
         raise ValueError(f"unknown shapes grid {name!r}; expected {NAME!r} (the full grid) or "
                          f"'{NAME}-<n>' with n >= 2 values of every factor")
     n = int(match.group(1))
-    return Grid(positions=n, scales=n, intensities=n, class_values=n)
+    return Grid(positions=n, scales=n, class_values=n)
 
 
 def factor_grid(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -112,13 +105,11 @@ def factor_grid(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     """
     positions = np.linspace(*POSITION_RANGE, grid.positions)
     scales = np.linspace(*SCALE_RANGE, grid.scales)
-    intensities = np.linspace(*INTENSITY_RANGE, grid.intensities)
     num_global = len(GLOBAL_FACTORS)
     labels, factors = [], []
     for c, own in enumerate(CLASS_FACTORS):
         values = np.linspace(*CLASS_FACTOR_RANGES[own], grid.class_values)
-        points = np.array(list(itertools.product(positions, positions, scales, intensities,
-                                                 values)))  # [n, 5]
+        points = np.array(list(itertools.product(positions, positions, scales, values)))  # [n, 4]
         rows = np.full((len(points), len(FACTOR_NAMES)), np.nan)  # [n, K]
         rows[:, :num_global] = points[:, :num_global]
         rows[:, num_global + c] = points[:, num_global]
@@ -144,8 +135,7 @@ def render(labels: np.ndarray, factors: np.ndarray) -> np.ndarray:
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start:start + _CHUNK]
             distance = signed_distance(c, factors[chunk])  # [n, 32, 32]
-            intensity = factors[chunk, GLOBAL_FACTORS.index("intensity"), None, None]  # [n, 1, 1]
-            images[chunk] = intensity * np.clip(0.5 - distance, 0.0, 1.0)
+            images[chunk] = np.clip(0.5 - distance, 0.0, 1.0)
     return images[..., None]
 
 
