@@ -22,6 +22,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,23 +36,28 @@ from vscjax.workdir import saved_config, summary_path  # noqa: E402
 
 
 def parse_value(text: str):
-    """A command-line value as int, float, bool or str (in that order of preference)."""
+    """A command-line value as int, float, bool, a tuple of ints ("(400,400)", for layer
+    sizes) or str (in that order of preference)."""
     for cast in (int, float):
         try:
             return cast(text)
         except ValueError:
             pass
+    if re.fullmatch(r"\(\s*\d+(\s*,\s*\d+)*\s*,?\s*\)", text):
+        return tuple(int(v) for v in text.strip("()").split(",") if v.strip())
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def parse_assignments(items: list[str], *, multi: bool) -> dict:
-    """``["a.b=1,2", ...]`` -> {"a.b": [1, 2]} (or {"a.b": 1} when not ``multi``)."""
+    """``["a.b=1,2", "c=(8,8),(16)"]`` -> {"a.b": [1, 2], "c": [(8, 8), (16,)]} (or
+    {"a.b": 1} when not ``multi``): values split at the commas outside parentheses."""
     out = {}
     for item in items:
         key, sep, values = item.partition("=")
         if not sep:
             raise SystemExit(f"sweep.py: expected key=value, got {item!r}")
-        parsed = [parse_value(v) for v in values.split(",")] if multi else parse_value(values)
+        parts = re.findall(r"\([^()]*\)|[^,()]+", values)
+        parsed = [parse_value(v) for v in parts] if multi else parse_value(values)
         out[key] = parsed
     return out
 

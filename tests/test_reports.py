@@ -161,3 +161,12 @@ def test_shapes_tables_and_the_class_mask_priors_targets():
     assert missed["shapes_targets"][4] == ("| ... factors placed, against plain VSC, centroid, pairwise | "
                                            "6 vs 2, 6, 1 | more than each | **missed** |")
     assert make_report.shapes_tables(others)["shapes_targets"] == missed["shapes_targets"][:2]
+
+
+def test_sweep_values_take_layer_sizes_as_tuples():
+    grid = sweep.parse_assignments(["model.hidden=(400),(400,400)", "objective.alpha=0.1,0.25",
+                                    "data.name=shapes"], multi=True)
+    assert grid == {"model.hidden": [(400,), (400, 400)], "objective.alpha": [0.1, 0.25],
+                    "data.name": ["shapes"]}
+    assert sweep.parse_assignments(["model.hidden=(800, 400)"], multi=False) == {"model.hidden": (800, 400)}
+    assert sweep.run_name({"model.hidden": (400, 400)}) == "model.hidden=(400, 400)"
