@@ -1,16 +1,23 @@
 """Reproduction report: VAE, VSC, the paper's alignment and the class-mask prior, test sets.
 
     python reports/make_report.py [--root workdir/report] [--skip-large-latent]
-    python reports/make_report.py --from reports/results.json   # rewrite the tables, train nothing
+    python reports/make_report.py --only shapes                    # the shapes rows alone
+    python reports/make_report.py --only fashion_mnist:class_prior # one row
+    python reports/make_report.py --from reports/results.json      # rewrite the tables, train nothing
 
 Trains every model of the report with its shipped config (finished runs under --root are
 reused, interrupted ones resume), evaluates each once on the **test** split with
 ``vscjax.evaluate`` (hyperparameters were chosen on the validation split beforehand:
 ``reports/sweeps/``), and writes the tables between the ``<!-- report:NAME -->`` markers of
-``reports/README.md`` and ``README.md``, the raw rows to ``reports/results.json``, and the
-figures to ``reports/figures/``. About 3 minutes a model on 2 CPU cores (12 models), plus about
-30 minutes for the L=16,384 model. ``--from`` rewrites the tables from the rows of an earlier
-results.json (older files name some numbers differently: ``OLD_NAMES``).
+``reports/README.md`` (and of ``README.md`` for ``README_SECTIONS``), the raw rows to
+``reports/results.json``, and the figures to ``reports/figures/``. About 3 minutes an MLP model
+on 2 CPU cores (12 MNIST-sized models, 5 on the shapes), about 30 minutes for the L=16,384
+model, and longer for the conv models on the shapes.
+
+``--only GROUP`` or ``--only GROUP:MODEL`` (repeatable) trains and evaluates those rows alone;
+the other rows of results.json stay as they are and the new ones are merged in. ``--from``
+rewrites the tables from the rows of an earlier results.json (older files name some numbers
+differently: ``OLD_NAMES``).
 """
 
 from __future__ import annotations
@@ -56,6 +63,27 @@ MODELS = {
                            "fashion_mnist": ("fashion_mnist_class_prior.py", CENTROID)}),
 }
 LARGE_LATENT = ("large_latent", "class-mask prior, L=16,384", "large_latent.py")
+SHAPES = "shapes"
+# The synthetic shapes (known factors): name -> (label, config file, overrides).
+SHAPES_MLP = {
+    "vae": ("plain VAE (Gaussian prior)", "shapes_vae.py", {}),
+    "vsc": ("VSC (fixed prior)", "shapes_vsc.py", {}),
+    "centroid": ("VSC + paper's alignment, centroid", "shapes_align_centroid.py", {}),
+    "pairwise": ("VSC + paper's alignment, pairwise", "shapes_align_pairwise.py", {}),
+    "class_prior": ("class-mask prior", "shapes_class_prior.py", {}),
+}
+# The conv architecture: the same configs, fewer steps (hours on 2 CPU cores otherwise), every
+# schedule laid out over them.
+CONV_STEPS = 3000
+CONV = {"model.architecture": "conv", "train.num_steps": CONV_STEPS,
+        "objective.c.end_step": CONV_STEPS}
+SHAPES_MODELS = {**{f"{name}": (f"{label}, MLP", file, overrides)
+                    for name, (label, file, overrides) in SHAPES_MLP.items()},
+                 **{f"{name}_conv": (f"{label}, conv ({CONV_STEPS:,} steps)", file, {**overrides, **CONV})
+                    for name, (label, file, overrides) in SHAPES_MLP.items()}}
+SHAPES_FIGURES = ("factor_mi.png", "factor_best_dims.png", "class_activation.png", "class_masks.png")
+README_SECTIONS = ("mnist", "fashion_mnist", "large_latent")  # also written into README.md
+GROUPS = (*DATASETS, LARGE_LATENT[0], SHAPES)
 FIGURES = {  # (model, file in the workdir's plots/) copied as figures/<dataset>_<model>_<file>
     ("vsc", "class_activation.png"), ("class_prior", "class_activation.png"),
     ("class_prior", "class_masks.png"), ("class_prior", "factor_traversals.png"),
@@ -161,6 +189,68 @@ def targets_table(results: dict) -> list[str]:
     return lines
 
 
+def _placed(f: dict | None, kind: str) -> str:
+    return f"{f[kind + '_captured']} / {f[kind + '_placed']} of {f[kind + '_total']}"
+
+
+def _factor_cell(factor: dict) -> str:
+    """A factor's best normalised MI, and where it sits when it is captured."""
+    where = ("placed" if factor["placed"] else f"captured ({factor['dimension']} dim)"
+             if factor["captured"] else "")
+    return f"{factor['nmi']:.2f} {where}".strip()
+
+
+def shapes_tables(rows: dict) -> dict[str, list[str]]:
+    """The Markdown of the shapes sections from their rows (model -> evaluate.headline() with
+    evaluate.factor_headline() under "factors"): "shapes" (bound, sparsity, probe, MIG, DCI,
+    factors captured / placed by kind), "shapes_factors" (each factor's best normalised MI) and
+    "shapes_targets"."""
+    labelled = {SHAPES_MODELS[m][0]: r for m, r in rows.items() if m in SHAPES_MODELS}
+    main = ["| model | bound on -log p(x) | fixed-prior exact -ELBO | active count | global dims | "
+            "class-specific dims (classes with one) | probe | MIG | DCI | global factors captured / placed | "
+            "class factors captured / placed |", "|" + " --- |" * 11]
+    names = [f["name"] for f in next(iter(labelled.values()))["factors"]["factors"]] if labelled else []
+    per_factor = ["| model | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
+    for label, r in labelled.items():
+        f, spec = r["factors"], r["specific_count"]
+        spec_text = "n/a" if spec is None else f"{sum(spec)} ({sum(1 for n in spec if n)}/{len(spec)})"
+        main.append(f"| {label} | {r['exact_neg_elbo']:.1f} | {fmt(r['fixed_prior_exact_neg_elbo'], '.1f')} | "
+                    f"{fmt(r['active_count'], '.1f')} | {fmt(r['num_global'], 'd')} | {spec_text} | "
+                    f"{100 * r['probe']:.1f}% | {f['mig']:.3f} | {f['dci_disentanglement']:.3f} | "
+                    f"{_placed(f, 'global')} | {_placed(f, 'class')} |")
+        per_factor.append(f"| {label} | " + " | ".join(_factor_cell(x) for x in f["factors"]) + " |")
+    return {"shapes": main, "shapes_factors": per_factor, "shapes_targets": shapes_targets_table(rows)}
+
+
+def shapes_targets_table(rows: dict) -> list[str]:
+    """The class-mask prior's targets on the shapes, per architecture, against plain VSC and the
+    paper's alignment (rows: model -> evaluate.headline() with "factors")."""
+    lines = ["| target | measured | goal | |", "| --- | --- | --- | --- |"]
+    for suffix, arch in (("", "MLP"), ("_conv", "conv")):
+        names = [m + suffix for m in ("class_prior", "vsc", "centroid", "pairwise")]
+        if not all(name in rows for name in names):
+            continue
+        cp, vsc, centroid, pairwise = (rows[name] for name in names)
+        f = cp["factors"]
+        others = {"plain VSC": vsc, "centroid": centroid, "pairwise": pairwise}
+        placed = lambda r: r["factors"]["global_placed"] + r["factors"]["class_placed"]  # noqa: E731
+        lines += [
+            _check(f"Shapes ({arch}) class-mask prior: global factors placed in a global dimension",
+                   f"{f['global_placed']}/{f['global_total']}", "every one", f["global_placed"] == f["global_total"]),
+            _check("... class factors placed in their class's own dimension",
+                   f"{f['class_placed']}/{f['class_total']}", ">= 4", f["class_placed"] >= 4),
+            _check("... factors placed, against plain VSC, centroid, pairwise",
+                   f"{placed(cp)} vs {', '.join(str(placed(r)) for r in others.values())}",
+                   "more than each", all(placed(cp) > placed(r) for r in others.values())),
+            _check("... MIG, against plain VSC, centroid, pairwise",
+                   f"{f['mig']:.3f} vs " + ", ".join(f"{r['factors']['mig']:.3f}" for r in others.values()),
+                   "above each", all(f["mig"] > r["factors"]["mig"] for r in others.values())),
+            _check("... bound, against plain VSC", f"{cp['exact_neg_elbo']:.1f} vs {vsc['exact_neg_elbo']:.1f}",
+                   "<= plain VSC + 5", cp["exact_neg_elbo"] <= vsc["exact_neg_elbo"] + 5),
+        ]
+    return lines
+
+
 def replace_section(path: str, name: str, lines: list[str]) -> None:
     """Put ``lines`` between ``<!-- report:name -->`` and ``<!-- /report:name -->`` in ``path``."""
     with open(path) as f:
@@ -173,36 +263,85 @@ def replace_section(path: str, name: str, lines: list[str]) -> None:
         f.write(text)
 
 
-def evaluate_all(root: str, skip_large_latent: bool) -> tuple[dict, dict]:
-    """Train (or reuse) and evaluate every model of the report, copying its figures.
+def row_jobs(only: list[str], skip_large_latent: bool) -> list[tuple[str, str]]:
+    """(group, model) of every row to train and evaluate: all of the report's (less the
+    L=16,384 model with ``skip_large_latent``), or those ``only`` names ("GROUP" or
+    "GROUP:MODEL")."""
+    every = ([(dataset, model) for dataset in DATASETS for model in MODELS]
+             + [(LARGE_LATENT[0], LARGE_LATENT[0])] + [(SHAPES, model) for model in SHAPES_MODELS])
+    if not only:
+        return [job for job in every if not (skip_large_latent and job[0] == LARGE_LATENT[0])]
+    chosen = []
+    for item in only:
+        group, _, model = item.partition(":")
+        if group not in GROUPS:
+            raise SystemExit(f"make_report.py: --only {item}: no group {group!r}; the groups are "
+                             f"{', '.join(GROUPS)}")
+        jobs = [(g, m) for g, m in every if g == group and model in ("", m)]
+        if not jobs:
+            models = ", ".join(m for g, m in every if g == group)
+            raise SystemExit(f"make_report.py: --only {item}: no model {model!r} in {group}; its "
+                             f"models are {models}")
+        chosen += [job for job in jobs if job not in chosen]
+    return chosen
+
+
+def _row_run(group: str, model: str) -> tuple[str, str, dict, tuple[str, ...]]:
+    """(workdir name, config file, overrides, figures to copy) of one row."""
+    if group == LARGE_LATENT[0]:
+        return group, LARGE_LATENT[2], {}, ("class_activation.png", "class_masks.png")
+    if group == SHAPES:
+        _, config_file, overrides = SHAPES_MODELS[model]
+        figures = SHAPES_FIGURES if model.startswith("class_prior") else SHAPES_FIGURES[:1]
+        return f"{SHAPES}_{model}", config_file, overrides, figures
+    config_file, overrides = MODELS[model][1][group]
+    return f"{group}_{model}", config_file, overrides, tuple(name for m, name in FIGURES if m == model)
+
+
+def evaluate_rows(root: str, jobs: list[tuple[str, str]]) -> tuple[dict, dict]:
+    """Train (or reuse) and evaluate the rows ``jobs`` names, copying their figures.
 
     Returns:
-      (rows: dataset -> model -> evaluate.headline(), and "large_latent" -> its row;
-      the eval.json contents of every model, by workdir name).
+      (rows: group -> model -> evaluate.headline() (and, on the shapes,
+      evaluate.factor_headline() under "factors"), "large_latent" -> its row; the eval.json
+      contents of every model, by workdir name).
     """
     figures = os.path.join(HERE, "figures")
     os.makedirs(figures, exist_ok=True)
     results, raw = {}, {}
-    for dataset, title in DATASETS.items():
-        results[dataset] = {}
-        for model, (label, variants) in MODELS.items():
-            workdir = os.path.join(root, f"{dataset}_{model}")
-            raw[f"{dataset}_{model}"] = run_one(*variants[dataset], workdir)
-            results[dataset][model] = evaluate.headline(raw[f"{dataset}_{model}"])
-            print(f"{title}, {label}: bound {results[dataset][model]['exact_neg_elbo']:.2f}", flush=True)
-        for model, name in FIGURES:
-            src = os.path.join(plots_dir(os.path.join(root, f"{dataset}_{model}")), name)
-            if os.path.exists(src):
-                shutil.copy(src, os.path.join(figures, f"{dataset}_{model}_{name}"))
-    if not skip_large_latent:
-        name, label, config_file = LARGE_LATENT
-        raw[name] = run_one(config_file, {}, os.path.join(root, name))
-        results[name] = evaluate.headline(raw[name])
-        for plot in ("class_activation.png", "class_masks.png"):
-            src = os.path.join(plots_dir(os.path.join(root, name)), plot)
+    for group, model in jobs:
+        name, config_file, overrides, plots = _row_run(group, model)
+        workdir = os.path.join(root, name)
+        raw[name] = run_one(config_file, overrides, workdir)
+        row = evaluate.headline(raw[name])
+        if group == SHAPES:
+            row["factors"] = evaluate.factor_headline(raw[name])
+        if group == LARGE_LATENT[0]:
+            results[group] = row
+        else:
+            results.setdefault(group, {})[model] = row
+        print(f"{name}: bound {row['exact_neg_elbo']:.2f}", flush=True)
+        for plot in plots:
+            src = os.path.join(plots_dir(workdir), plot)
             if os.path.exists(src):
                 shutil.copy(src, os.path.join(figures, f"{name}_{plot}"))
     return results, raw
+
+
+def merge_results(path: str, results: dict, raw: dict) -> dict:
+    """results.json at ``path`` (if any) with the new rows and their provenance put in: every
+    other row stays as it is, under the names it has there. Returns the merged file's contents."""
+    merged = {"rows": {}, "provenance": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            merged = json.load(f)
+    for group, content in results.items():
+        if group == LARGE_LATENT[0]:
+            merged["rows"][group] = content
+        else:
+            merged["rows"].setdefault(group, {}).update(content)
+    merged["provenance"].update({name: value.get("provenance") for name, value in raw.items()})
+    return merged
 
 
 def sections(results: dict) -> dict[str, list[str]]:
@@ -212,35 +351,41 @@ def sections(results: dict) -> dict[str, list[str]]:
     if LARGE_LATENT[0] in results:
         out[LARGE_LATENT[0]] = results_table({LARGE_LATENT[1]: results[LARGE_LATENT[0]]})
     out["targets"] = targets_table(results)
+    if SHAPES in results:
+        out.update(shapes_tables(results[SHAPES]))
     return out
 
 
 def write_tables(results: dict) -> list[str]:
-    """Rewrite the sections of reports/README.md (every one) and README.md (all but the
-    targets) from the rows; returns the targets table."""
+    """Rewrite the sections of reports/README.md (every one) and README.md (``README_SECTIONS``)
+    from the rows; returns the targets tables."""
     tables = sections(results)
     for name, lines in tables.items():
         replace_section(os.path.join(HERE, "README.md"), name, lines)
-        if name != "targets":
+        if name in README_SECTIONS:
             replace_section(os.path.join(ROOT, "README.md"), name, lines)
-    return tables["targets"]
+    return tables["targets"] + [""] + tables.get("shapes_targets", [])
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=os.path.join("workdir", "report"))
     parser.add_argument("--skip-large-latent", action="store_true", help="leave out the L=16,384 model")
+    parser.add_argument("--only", action="append", default=[], metavar="GROUP[:MODEL]",
+                        help=f"train and evaluate these rows alone (groups: {', '.join(GROUPS)}); "
+                             "the other rows of results.json are kept")
     parser.add_argument("--from", dest="from_json", metavar="JSON",
                         help="rewrite the tables from the rows of an earlier results.json; train nothing")
     args = parser.parse_args(argv)
     if args.from_json:
         print("\n".join(write_tables(read_results(args.from_json))))
         return
-    results, raw = evaluate_all(args.root, args.skip_large_latent)
-    targets = write_tables(results)
-    with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"rows": results, "provenance": {k: v.get("provenance") for k, v in raw.items()}}, f, indent=1)
-    print("\n".join(targets))
+    results, raw = evaluate_rows(args.root, row_jobs(args.only, args.skip_large_latent))
+    path = os.path.join(HERE, "results.json")
+    merged = merge_results(path, results, raw)
+    with open(path, "w") as f:
+        json.dump(merged, f, indent=1)
+    print("\n".join(write_tables(read_results(path))))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ def trained_workdir(tmp_path_factory):
 
 
 EXPECTED_KEYS = {"workdir", "step", "split", "data", "num_examples", "num_classes", "model", "elbo",
-                 "sparsity", "class_consistency", "class_activation", "linear_probe", "notes",
-                 "provenance", "plots"}
+                 "sparsity", "class_consistency", "class_activation", "factors", "linear_probe",
+                 "notes", "provenance", "plots"}
 
 
 def test_evaluate_a_trained_workdir(trained_workdir):
@@ -61,6 +61,9 @@ def test_evaluate_a_trained_workdir(trained_workdir):
         assert os.path.getsize(trained_workdir / "plots" / name) > 1000, name
     check_record(saved["provenance"])
     assert saved == json.loads(json.dumps(results))
+    # The digits carry no known factors: no factors section, no factor table or pictures.
+    assert saved["factors"] is None and "Known factors" not in evaluate.format_report(results)
+    assert not os.path.exists(trained_workdir / "plots" / "factor_mi.png")
 
 
 def _pair_means(score, labels):
@@ -168,6 +171,55 @@ def test_class_mask_workdir_reports_its_mixture_bound_and_masks(tmp_path):
     for words in ("fixed-prior exact -ELBO", "class-conditional -ELBO", "regularisers (not in any bound)",
                   "class specific jaccard"):
         assert words in evaluate.format_report(results), words
+
+
+def _normalised_mi(factor: np.ndarray, code: np.ndarray) -> float:
+    """I(v; z) / H(v) in float64 from a 2-D histogram: z in 20 equal-width bins over its range,
+    v's distinct values as rows (numpy's histogram puts the maximum in the last bin)."""
+    values, v = np.unique(factor, return_inverse=True)
+    joint, _, _ = np.histogram2d(v, code, bins=[len(values), 20],
+                                 range=[[-0.5, len(values) - 0.5], [code.min(), code.max()]])
+    p = joint / joint.sum()
+    outer = p.sum(1, keepdims=True) * p.sum(0, keepdims=True)
+    mi = np.sum(p[p > 0] * np.log(p[p > 0] / outer[p > 0]))
+    pv = p.sum(1)
+    return mi / -np.sum(pv * np.log(pv))
+
+
+def test_known_factors_section_is_the_summary_of_the_saved_codes(tmp_path, capsys):
+    """A class-mask run on a small shapes grid, evaluated on validation with its codes saved:
+    eval.json's factors section is factor_summary of those codes against the split's factors
+    (recomputed here), one normalised MI checked again from a plain 2-D histogram; the table
+    shows the block and the pictures include the MI heatmap and the best-dimension traversals."""
+    from vscjax import factor_metrics, shapes, train
+
+    config = load_config("tiny", data__source="shapes", data__name="shapes-3", train__num_steps=10,
+                         train__batch_size=40, data__balanced=True, model__prior="class_mask",
+                         objective__alpha=0.5)
+    train.run(config, str(tmp_path))
+    evaluate.main(["--workdir", str(tmp_path), "--split", "validation", "--probe-train", "200",
+                   "--save-codes"])
+    out = capsys.readouterr().out
+    saved = json.load(open(tmp_path / "eval_validation.json"))
+    codes = np.load(tmp_path / "codes_validation.npz")
+    validation = data.load("shapes", "shapes-3", "validation")
+    np.testing.assert_array_equal(codes["labels"], validation.labels)
+    expected = factor_metrics.factor_summary(codes["gamma"], codes["mu"], validation.labels,
+                                             validation.factors, validation.factor_names,
+                                             num_classes=5)
+    section = saved["factors"]
+    assert {k: section[k] for k in expected} == json.loads(json.dumps(expected))
+    assert (section["code"], section["bins"], section["capture_threshold"]) == ("gamma * mu", 20, 0.3)
+    assert [f["name"] for f in section["factors"]] == list(shapes.FACTOR_NAMES)
+    ring = shapes.FACTOR_NAMES.index("ring_hole")
+    rows = validation.labels == shapes.CLASSES.index("ring")
+    z = (codes["gamma"] * codes["mu"]).astype(np.float64)  # [N, L]
+    j = section["factors"][ring]["best_dim"]
+    assert section["normalized_mi"][ring][j] == pytest.approx(
+        _normalised_mi(validation.factors[rows, ring], z[rows, j]), abs=1e-9)
+    assert "Known factors" in out and "ring_hole" in out and "DCI disentanglement" in out
+    for name in ("factor_mi.png", "factor_best_dims.png"):
+        assert os.path.getsize(tmp_path / "plots" / name) > 1000, name
 
 
 def test_cli_prints_the_table(trained_workdir, capsys):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -197,3 +198,27 @@ def test_mismatched_inputs_are_named():
     with pytest.raises(ValueError, match="same shape"):
         fm.factor_summary(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3, int), np.zeros((3, 1)),
                           ("a",), num_classes=1)
+
+
+FLOOR = re.compile(r"a class's 5-valued factor, scored on its class's images, floor (\S+) on the "
+                   r"validation split and (\S+) on the test split; x \(12 values, every image\), "
+                   r"floor (\S+) on the validation split and (\S+) on the test split")
+
+
+def test_the_floor_stated_in_the_docstring_is_what_independent_dimensions_score():
+    """Uniform codes independent of every factor, scored against the full shapes grid's
+    validation and test splits: the mean normalised MI of the class factors and of x, rounded
+    as the module docstring states them (so the statement cannot drift from the grid)."""
+    from vscjax import data, shapes
+
+    stated = [float(v) for v in FLOOR.search(" ".join(fm.__doc__.split())).groups()]
+    class_factors = [shapes.FACTOR_NAMES.index(name) for name in shapes.CLASS_FACTORS]
+    assert (shapes.FULL_GRID.class_values, shapes.FULL_GRID.positions) == (5, 12)  # as stated
+    measured = []
+    for split in ("validation", "test"):
+        dataset = data.load("shapes", "shapes", split)
+        codes = np.random.default_rng(0).uniform(size=(len(dataset.labels), 200))  # [N, 200]
+        nmi = fm.normalized_mutual_information(codes, dataset.factors, dataset.labels)
+        measured.append((nmi[class_factors].mean(), nmi[shapes.FACTOR_NAMES.index("x")].mean()))
+    (class_val, x_val), (class_test, x_test) = measured
+    assert [round(v, 2) for v in (class_val, class_test, x_val, x_test)] == stated

@@ -25,6 +25,23 @@ def test_factor_rows_traverse_global_dims_on_every_class_and_each_class_own_dim(
     assert rows[-1][2] == "class 1 dim 2 (F 0.60)"
 
 
+def test_each_factor_is_traversed_along_its_best_dim_on_an_image_that_has_it():
+    """A global factor on the first image with its dimension active, whatever the class; a
+    class's factor on the first image of its class with the dimension active, else the class's
+    first image."""
+    labels = np.array([0, 1, 1, 0, 1])
+    gamma = np.zeros((5, 3))
+    gamma[[3, 4], 0] = 0.9  # dim 0 first active in sample 3 (class 0)
+    gamma[[0, 4], 1] = 0.9  # dim 1 active in class 1 only at sample 4
+    codes = Codes(mu=np.zeros((5, 3)), logvar=np.zeros((5, 3)), gamma=gamma, spikes=True)
+    factors = {"factors": [dict(name="x", **{"class": None}, best_dim=0, nmi=0.5),
+                           dict(name="b", **{"class": 1}, best_dim=1, nmi=0.4),
+                           dict(name="c", **{"class": 1}, best_dim=2, nmi=0.1)]}
+    rows = figures.best_dim_rows(codes, labels, factors)
+    assert [(i, j) for i, j, _ in rows] == [(3, 0), (4, 1), (1, 2)]
+    assert rows[0][2] == "x: dim 0 (MI 0.50)"
+
+
 def _model(prior, num_classes=3):
     config = load_config("tiny", model__prior=prior)
     model = build_model(config.model, (8, 8, 1), num_classes, alpha=config.objective.alpha,

@@ -20,7 +20,7 @@ SUBPIXELS = 16  # supersampling of the reference coverage, per pixel side
 def _row(label, x, y, scale, own):
     """A factor row of class ``label``: the global factors, its own factor, NaN elsewhere."""
     row = np.full(K, np.nan)
-    row[:3] = x, y, scale
+    row[:OWN] = x, y, scale
     row[OWN + label] = own
     return row
 
@@ -149,12 +149,13 @@ def test_each_image_records_its_factors_and_only_its_class_factor():
 
 def test_no_two_points_of_the_full_grid_give_the_same_image():
     images, labels, factors = shapes.generate(shapes.FULL_GRID)
-    assert len(images) == shapes.FULL_GRID.num_images == 25_200
+    assert len(images) == shapes.FULL_GRID.num_images == 18_000
     assert images.dtype == np.float32 and images.min() == 0.0 and images.max() == 1.0
-    assert np.all(images[:, [0, -1]] == 0) and np.all(images[:, :, [0, -1]] == 0)  # margins
+    # Margins: no ink on the border pixels (up to the distances' float64 rounding, 1e-16).
+    assert images[:, [0, -1]].max() < 1e-12 and images[:, :, [0, -1]].max() < 1e-12
     assert len({hashlib.sha1(image.tobytes()).digest() for image in images}) == len(images)
     assert len({row.tobytes() for row in np.nan_to_num(factors, nan=-1.0)}) == len(images)
-    assert np.bincount(labels).tolist() == [25_200 // 5] * 5
+    assert np.bincount(labels).tolist() == [18_000 // 5] * 5
 
 
 def test_generation_is_deterministic():

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import load_config
 from reports import shapes_probe
-from vscjax import train
+from vscjax import shapes, train
 
 
 def test_probe_scores_a_shapes_run_and_refuses_other_data(tmp_path, capsys):
@@ -19,7 +19,7 @@ def test_probe_scores_a_shapes_run_and_refuses_other_data(tmp_path, capsys):
     # The same images, noise and batches as the run's own final validation evaluation.
     assert result["bound"] == pytest.approx(summary["exact_neg_elbo"], rel=1e-6)
     assert [f["name"] for f in result["factors"]][:3] == ["x", "y", "scale"]
-    assert np.shape(result["normalized_mi"]) == (8, 16) and result["step"] == 10
+    assert np.shape(result["normalized_mi"]) == (len(shapes.FACTOR_NAMES), 16) and result["step"] == 10
     assert (tmp_path / "shapes" / "plots" / "factor_mi_validation.png").stat().st_size > 1000
     assert "cross_arm_width" in capsys.readouterr().out
     train.run(load_config("tiny", train__num_steps=2), str(tmp_path / "digits"))

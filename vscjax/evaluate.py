@@ -24,6 +24,11 @@ and draws pictures into ``W/plots/``. The words follow docs/design.md, "What the
 * **class activation**: F[c, j], the fraction of class c's samples with gamma_j > 0.5; global
   and class-specific dimensions; the class overlap matrix (``metrics.class_overlap``).
 * **linear probe**: logistic regression on gamma * mu of seeded training images.
+* **known factors** (data sets that carry them, such as the synthetic shapes):
+  ``factor_metrics.factor_summary`` of the split's code gamma * mu: normalised mutual
+  information of every factor and dimension, MIG, DCI disentanglement, and which factors are
+  captured (best normalised MI >= ``factor_metrics.CAPTURED``) and placed (in a dimension of
+  their kind: global, or their own class's).
 
 Sparsity and class-consistency numbers are stated beside the leak: with a large leak the
 model hides information in dimensions whose spikes are off, and those numbers mean little.
@@ -51,6 +56,7 @@ from flax import nnx
 
 from vscjax import data, evaluation_loop, multihost, objective, provenance, rng, sharding
 from vscjax.codes import Codes, encode_images, save_codes
+from vscjax.factor_metrics import CAPTURED, GLOBAL, NEITHER, NUM_BINS, factor_summary
 from vscjax.figures import draw_evaluation_figures
 from vscjax.metrics import (ACTIVE_THRESHOLD, OVERLAP_DEFINITION, activation_frequency,
                             class_overlap, jaccard_pairs, linear_probe, shared_and_specific)
@@ -131,6 +137,22 @@ def _class_sections(codes: Codes, labels: np.ndarray, num_classes: int, pairs: i
     return consistency, activation
 
 
+def _factor_section(codes: Codes, dataset: data.Dataset) -> dict | None:
+    """The known-factors section: ``factor_summary`` of the split's code (None for a data set
+    whose factors are unknown)."""
+    if dataset.factors is None:
+        return None
+    summary = factor_summary(codes.gamma, codes.mu, dataset.labels, dataset.factors,
+                             dataset.factor_names, num_classes=dataset.num_classes)
+    return dict(code="gamma * mu" if codes.spikes else "mu", bins=NUM_BINS,
+                capture_threshold=CAPTURED,
+                definition=f"normalised MI I(v_k; z_j) / H(v_k), z_j binned into {NUM_BINS} "
+                           "equal-width bins, a class's factor scored on its class's images; "
+                           f"captured: best normalised MI >= {CAPTURED:g}; placed: captured in a "
+                           "global dimension (global factor) or one of the factor's class alone",
+                **summary)
+
+
 def _notes(config, spikes: bool, leak, iw_samples: int) -> list[str]:
     notes = []
     if not spikes:
@@ -166,6 +188,24 @@ def headline(results: dict) -> dict:
         num_global=act["num_global"] if act else None,
         specific_count=act["specific_count"] if act else None,
         probe=results["linear_probe"]["accuracy"])
+
+
+def factor_headline(results: dict) -> dict | None:
+    """The known-factor numbers a report row shows, from :func:`evaluate_workdir`'s results (None
+    for a data set without known factors): MIG, DCI disentanglement, per kind ("global",
+    "class") how many factors there are, are captured and are placed, and per factor its best
+    normalised MI, the kind of that dimension (``_dimension_kind``) and whether it is captured
+    and placed."""
+    section = results.get("factors")
+    if section is None:
+        return None
+    counts = section["counts"]
+    return dict(
+        mig=section["mig"], dci_disentanglement=section["dci_disentanglement"],
+        **{f"{kind}_{what}": counts[kind][what] for kind in counts for what in counts[kind]},
+        factors=[dict(name=f["name"], nmi=f["nmi"], captured=f["captured"], placed=f["placed"],
+                      dimension=_dimension_kind(section["dimension_kinds"][f["best_dim"]]))
+                 for f in section["factors"]])
 
 
 def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 5000,
@@ -227,6 +267,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
         sparsity=dict(leak=leak, expected_active=float(np.mean(terms["expected_active"])),
                       active_count=float(np.mean(terms["active_count"]))),
         class_consistency=consistency, class_activation=activation,
+        factors=_factor_section(codes, dataset),
         linear_probe=dict(code="gamma * mu" if codes.spikes else "mu", train_examples=len(probe_idx),
                           **linear_probe(probe_codes.probe_features, train_set.labels[probe_idx],
                                          codes.probe_features, dataset.labels)),
@@ -238,7 +279,8 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     if multihost.is_writer():
         if make_plots:
             results["plots"] = draw_evaluation_figures(model, codes, dataset.labels, activation,
-                                                       plots_dir(workdir), top_k=top_k)
+                                                       plots_dir(workdir), top_k=top_k,
+                                                       factors=results["factors"])
         if save_split_codes:
             results["codes"] = save_codes(codes_path(workdir, split), codes, dataset.labels, split)
         write_results(workdir, split, results)
@@ -297,12 +339,36 @@ def format_report(results: dict) -> str:
                   f"  class-specific dims {act['num_specific']}, per class {per_class}",
                   f"  class overlap (soft Jaccard of F rows), mean off-diagonal "
                   f"{fmt(float(off_diagonal.mean()) if off_diagonal.size else None, '.3f')}"]
+    if results.get("factors") is not None:
+        lines += ["", *_factor_lines(results["factors"])]
     p = results["linear_probe"]
     lines += ["", f"Linear probe on {p['code']} ({p['train_examples']} training images): test "
                   f"accuracy {p['accuracy']:.3f} (train {p['train_accuracy']:.3f}"
                   f"{'' if p['converged'] else ', not converged'})"]
     lines += [f"NOTE: {note}" for note in results["notes"]]
     return "\n".join(lines)
+
+
+def _dimension_kind(kind: int) -> str:
+    return "global" if kind == GLOBAL else "neither" if kind == NEITHER else f"class {kind}"
+
+
+def _factor_lines(section: dict) -> list[str]:
+    """The known-factors block of the table: the counts, MIG and DCI, then a line per factor."""
+    counts = section["counts"]
+    tally = "  ".join(f"{kind} factors captured {counts[kind]['captured']}/{counts[kind]['total']}, "
+                      f"placed {counts[kind]['placed']}/{counts[kind]['total']}" for kind in counts)
+    lines = [f"Known factors (normalised MI of {section['code']}, {section['bins']} bins; captured: "
+             f"MI >= {section['capture_threshold']:g}; placed: in a dimension of its kind)",
+             f"  MIG {section['mig']:.3f}  DCI disentanglement {section['dci_disentanglement']:.3f}  {tally}",
+             f"  {'factor':18}{'owner':>9}  {'best dim':>8} {'(its kind)':12}{'MI':>7}{'next':>7}"]
+    for f in section["factors"]:
+        owner = "global" if f["class"] is None else f"class {f['class']}"
+        mark = "placed" if f["placed"] else "captured" if f["captured"] else "-"
+        kind = _dimension_kind(section["dimension_kinds"][f["best_dim"]])
+        lines.append(f"  {f['name']:18}{owner:>9}  {f['best_dim']:8d} {'(' + kind + ')':12}"
+                     f"{f['nmi']:7.3f}{f['second_nmi']:7.3f}  {mark}")
+    return lines
 
 
 def main(argv=None) -> None:

@@ -11,7 +11,13 @@ images alone.
   bins over its range on the images scored, the factor's distinct values as its categories,
   plug-in entropies in nats. 1 when the bins tell every value of the factor apart, 0 for a
   dimension independent of it, plus the plug-in estimator's positive bias of about
-  ``(B - 1)(V - 1) / 2n`` nats (B occupied bins, V factor values, n images scored).
+  ``(B - 1)(V - 1) / 2n`` nats (B occupied bins, V factor values, n images scored). This bias
+  is the **floor** a dimension that knows nothing of a factor scores. On the full shapes grid
+  (``vscjax.shapes``), for a dimension spread evenly over its bins (the worst case; measured
+  by ``tests/test_factor_metrics.py``): a class's 5-valued factor, scored on its class's
+  images, floor 0.11 on the validation split and 0.04 on the test split; x (12 values, every
+  image), floor 0.04 on the validation split and 0.01 on the test split. So read a class
+  factor's best MI against its second, and a capture (0.3) as several times the floor.
 - **MIG** (mutual information gap): the mean over factors of the gap between the two largest
   normalised MIs of a factor: 1 when each factor sits in one dimension alone.
 - **DCI disentanglement** (Eastwood and Williams, 2018): a seeded gradient-boosted regressor

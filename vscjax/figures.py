@@ -4,7 +4,9 @@
   the prior and the training curves;
 * :func:`draw_evaluation_figures`, by ``vscjax.evaluate``: latent traversals of each class's
   strongest dimensions, the class activation heatmap, the class overlap matrix, traversals of
-  the global and class-specific dimensions and the learned class masks.
+  the global and class-specific dimensions and the learned class masks; on a data set with
+  known factors, the factor-by-dimension mutual information and a traversal of each factor's
+  most informative dimension.
 
 The choices (which images, which dimensions, which rows) are functions here, so that they can
 be tested apart from the drawing.
@@ -106,6 +108,25 @@ def factor_rows(codes: Codes, labels: np.ndarray, activation: dict, *,
     return rows
 
 
+def best_dim_rows(codes: Codes, labels: np.ndarray, factors: dict) -> list[tuple[int, int, str]]:
+    """(sample, dimension, row label) for a traversal of each known factor's most informative
+    dimension, on the first image that has the factor (any image for a global factor, one of
+    its class's for a class's factor) with that dimension active, else the first that has it.
+
+    Args:
+      codes: the evaluated split's codes; labels: its labels [N].
+      factors: eval.json's factors section (``factor_metrics.factor_summary`` rows).
+    """
+    rows = []
+    for f in factors["factors"]:
+        j = f["best_dim"]
+        has_factor = np.ones(len(labels), bool) if f["class"] is None else labels == f["class"]
+        active = np.flatnonzero(has_factor & (codes.gamma[:, j] > ACTIVE_THRESHOLD))
+        i = int(active[0]) if len(active) else int(np.argmax(has_factor))
+        rows.append((i, j, f"{f['name']}: dim {j} (MI {f['nmi']:.2f})"))
+    return rows
+
+
 def _traversal(model, codes: Codes, rows, path: str, title: str) -> str:
     index, dims = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
     return plots.latent_traversals(
@@ -114,10 +135,12 @@ def _traversal(model, codes: Codes, rows, path: str, title: str) -> str:
 
 
 def draw_evaluation_figures(model, codes: Codes, labels: np.ndarray, activation: dict | None,
-                            plot_dir: str, *, top_k: int = 3) -> list[str]:
+                            plot_dir: str, *, top_k: int = 3, factors: dict | None = None) -> list[str]:
     """Latent traversals (always) and, with spikes, the class activation heatmap, the class
     overlap matrix, traversals of the global and class-specific dimensions (where there are
-    any) and the learned class masks (class-mask prior), into ``plot_dir``.
+    any) and the learned class masks (class-mask prior), into ``plot_dir``; with known
+    factors, their mutual information with every dimension and a traversal of each factor's
+    most informative dimension.
 
     Args:
       model: the NNX model.
@@ -125,6 +148,7 @@ def draw_evaluation_figures(model, codes: Codes, labels: np.ndarray, activation:
       activation: eval.json's class activation section (None for a plain VAE).
       plot_dir: the folder written.
       top_k: dimensions traversed per class.
+      factors: eval.json's factors section (None for a data set without known factors).
 
     Returns:
       The paths written.
@@ -138,9 +162,9 @@ def draw_evaluation_figures(model, codes: Codes, labels: np.ndarray, activation:
     if activation is not None:
         freq = np.asarray(activation["frequency"])
         paths.append(plots.class_activation_heatmap(freq, os.path.join(plot_dir, "class_activation.png")))
-        factors = factor_rows(codes, labels, activation)
-        if factors:
-            paths.append(_traversal(model, codes, factors, os.path.join(plot_dir, "factor_traversals.png"),
+        kind_rows = factor_rows(codes, labels, activation)
+        if kind_rows:
+            paths.append(_traversal(model, codes, kind_rows, os.path.join(plot_dir, "factor_traversals.png"),
                                     "global dimensions (on every class) and each class's most frequent "
                                     "specific dimension: mu + offset, spike on"))
         paths.append(plots.class_overlap_matrix(
@@ -151,4 +175,14 @@ def draw_evaluation_figures(model, codes: Codes, labels: np.ndarray, activation:
             np.asarray(model.prior.masks()), os.path.join(plot_dir, "class_masks.png"),
             title="learned class masks: prior spike probability sigmoid(g_j + h_cj)",
             what="prior probability"))
+    if factors is not None:
+        paths.append(plots.factor_mi_heatmap(
+            np.asarray(factors["normalized_mi"]), os.path.join(plot_dir, "factor_mi.png"),
+            factor_names=[f["name"] for f in factors["factors"]],
+            dimension_kinds=factors["dimension_kinds"],
+            title=f"normalised MI of each known factor and each dimension of {factors['code']}"))
+        paths.append(_traversal(model, codes, best_dim_rows(codes, labels, factors),
+                                os.path.join(plot_dir, "factor_best_dims.png"),
+                                "each known factor's most informative dimension, on an image that "
+                                "has the factor: mu + offset, spike on"))
     return paths
