@@ -33,6 +33,14 @@ def test_load_gives_the_checkpoints_parameters_and_the_datas_shape(workdir):
     assert_same_leaves(model.params, saved_state(workdir)["params"])  # read by orbax alone
 
 
+def test_load_is_quiet(workdir, caplog):
+    """Orbax warns that a read-only manager's folder is read only; a reader asks for that on
+    purpose, so loading a model logs nothing."""
+    with caplog.at_level("INFO"):
+        vscjax.load(str(workdir))
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= 30]
+
+
 def test_load_reads_no_optimizer_state(workdir, tmp_path):
     """A workdir whose optimizer no longer matches its config still loads: Adam's moments are
     never read (a full restore of the same checkpoint fails on them)."""
