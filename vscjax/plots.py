@@ -65,7 +65,8 @@ def reconstruction_grid(images: np.ndarray, reconstructions: np.ndarray, path: s
 
 
 def training_curves(records: list[dict], path: str) -> str:
-    """Save the training loss and the validation exact / relaxed negative ELBO against the step.
+    """Save the training loss and the validation exact negative ELBO against the step, and the
+    relaxed one where the records hold it (models trained on the relaxed sample).
 
     Args:
       records: the trainer's metrics records (``vscjax.workdir.read_metrics``).
@@ -80,8 +81,9 @@ def training_curves(records: list[dict], path: str) -> str:
     if validation:
         steps = [r["step"] for r in validation]
         ax.plot(steps, [r["exact_neg_elbo"] for r in validation], "o-", label="validation exact -ELBO")
-        ax.plot(steps, [r["relaxed_neg_elbo"] for r in validation], "s--",
-                label="validation relaxed -ELBO")
+        relaxed = [(r["step"], r["relaxed_neg_elbo"]) for r in validation if "relaxed_neg_elbo" in r]
+        if relaxed:
+            ax.plot(*zip(*relaxed), "s--", label="validation relaxed -ELBO")
     ax.set_xlabel("step")
     ax.set_ylabel("nats per sample")
     ax.legend(fontsize=7)
