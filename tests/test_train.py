@@ -1,6 +1,7 @@
 """End-to-end training: real steps on every data source, exact resume, sharding, bad inputs."""
 
 import json
+import logging
 import os
 
 import chex
@@ -157,6 +158,23 @@ def test_resumed_run_is_bit_identical(tmp_path):
     assert summary["step"] == 30 and summary["resumed_from"] == 20
     # Parameters, optimizer state and step alike.
     assert_trees_equal(saved_state(tmp_path / "straight"), saved_state(tmp_path / "resumed"))
+
+
+def test_a_rerun_past_its_steps_and_a_schedule_past_the_run_are_named(tmp_path, caplog):
+    """A rerun asking for fewer steps than the newest checkpoint trains nothing, evaluates that
+    checkpoint and says so; a schedule ending after the run says where it stops."""
+    train.run(load_config("tiny", train__num_steps=20), str(tmp_path))
+    shorter = load_config("tiny", train__num_steps=10, objective__beta__kind="linear",
+                          objective__beta__start=0.0, objective__beta__end_step=40)
+    with caplog.at_level("WARNING"):
+        summary = train.run(shorter, str(tmp_path))
+    assert summary["step"] == summary["resumed_from"] == 20
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (f"the newest checkpoint in {tmp_path} is step 20, past train.num_steps=10: nothing to "
+            "train, step 20 is evaluated (another --workdir trains 10 steps afresh)") in warnings
+    # beta rises linearly from 0 to 1 over 40 steps: 10 / 40 of the way at step 10.
+    assert ("objective.beta ends at step 40, after train.num_steps=10: it stops at 0.25 instead of 1 "
+            "(--config.objective.beta.end_step=10 ends it with this run)") in warnings
 
 
 def test_resume_that_changes_a_cosine_schedule_is_refused(tmp_path):

@@ -297,6 +297,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         resumed_from = None if restored is None else start
         if restored is not None:
             logging.info("resuming from step %d in %s", start, workdir)
+        if multihost.is_writer():
+            if start > t.num_steps:
+                logging.warning("the newest checkpoint in %s is step %d, past train.num_steps=%d: "
+                                "nothing to train, step %d is evaluated (another --workdir trains %d "
+                                "steps afresh)", workdir, start, t.num_steps, start, t.num_steps)
+            for line in objective.unfinished_schedules(config.objective, t.num_steps):
+                logging.warning(line)
         log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
         cleanup.callback(log.close)
         log.start(start, resumed_from)
