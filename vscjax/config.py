@@ -61,9 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.data = ml_collections.ConfigDict(dict(
-        source="digits",  # digits (embedded), idx (a folder of IDX files) or tfds
+        source="digits",  # digits (embedded), idx (a folder of IDX files), tfds, npz or folder
         name="digits",  # the data set's name: folder under $VSCJAX_DATA_DIR, or TFDS name
-        dir="",  # the IDX folder (or TFDS data_dir); "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>
+        # the IDX folder (or TFDS data_dir; "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>), or
+        # your own data: the .npz file (npz) or the folder of class folders (folder)
+        dir="",
         mirror="",  # base URL MNIST / Fashion-MNIST download from when missing; "" = canonical
         balanced=False,  # class-balanced batches: B / C samples of every class
         prefetch=2,  # batches placed on the devices ahead of the step (host feeding)
