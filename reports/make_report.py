@@ -8,9 +8,9 @@ reused, interrupted ones resume), evaluates each once on the **test** split with
 ``vscjax.evaluate`` (hyperparameters were chosen on the validation split beforehand:
 ``reports/sweeps/``), and writes the tables between the ``<!-- report:NAME -->`` markers of
 ``reports/README.md`` and ``README.md``, the raw rows to ``reports/results.json``, and the
-figures to ``reports/figures/``. About 3 minutes a model on 2 CPU cores (12 models), plus about
-30 minutes for the L=16,384 model. ``--from`` rewrites the tables from the rows of an earlier
-results.json (older files name some numbers differently: ``OLD_NAMES``).
+figures to ``reports/figures/``: 12 models of 10,000 steps and the L=16,384 model, the longest
+command of the project. ``--from`` rewrites the tables from the rows of an earlier results.json
+(older files name some numbers differently: ``OLD_NAMES``).
 """
 
 from __future__ import annotations
