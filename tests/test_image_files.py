@@ -112,7 +112,7 @@ def test_a_run_trains_and_evaluates_on_own_files(tmp_path, source):
         path = _npz(tmp_path / "mine.npz", images=images, labels=labels)
     else:
         path = str(tmp_path / "mine")
-        for i, (picture, label) in enumerate(zip(images, labels)):
+        for i, (picture, label) in enumerate(zip(images, labels, strict=True)):
             _png(os.path.join(path, f"class{label}", f"{i:03d}.png"), picture[..., 0])
     config = load_config("tiny", data__source=source, data__name="mine", data__dir=path,
                          train__num_steps=4, train__eval_batch_size=16)
@@ -137,13 +137,16 @@ BAD_NPZ = [
                                                  "C in (1, 3), got shape (6, 8, 8) (add a channel axis"),
     (dict(images=np.zeros((6, 8, 8, 2), np.uint8)), "got shape (6, 8, 8, 2)"),
     (dict(images=np.full((6, 2, 2, 1), 255.0)), "bad.npz: images span [255, 255], outside [0, 1]"),
-    (dict(images=np.full((6, 2, 2, 1), np.nan, np.float32)), "bad.npz: images hold 24 values that are not finite"),
+    (dict(images=np.full((6, 2, 2, 1), np.nan, np.float32)),
+     "bad.npz: images hold 24 values that are not finite"),
     (dict(images=np.zeros((6, 2, 2, 1), np.int64)), "bad.npz: images must be uint8 (0 to 255) or float "
                                                     "in [0, 1], got int64"),
     (dict(labels=np.zeros(6)), "bad.npz: labels must be integers (class 0, 1, ...), got float64"),
     (dict(labels=np.array([0, 1, -1, 0, 1, 0])), "bad.npz: labels hold -1; classes are numbered from 0"),
-    (dict(labels=np.zeros(5, int)), "bad.npz: labels must be [N] with one label per image (6), got shape (5,)"),
-    (dict(images_test=np.zeros((2, 8, 8, 1), np.uint8)), "a test split needs both 'images_test' and 'labels_test'"),
+    (dict(labels=np.zeros(5, int)),
+     "bad.npz: labels must be [N] with one label per image (6), got shape (5,)"),
+    (dict(images_test=np.zeros((2, 8, 8, 1), np.uint8)),
+     "a test split needs both 'images_test' and 'labels_test'"),
     (dict(images_test=np.zeros((2, 4, 4, 1), np.uint8), labels_test=np.zeros(2, int)),
      "bad.npz: images_test are (4, 4, 1) [H, W, C], images are (8, 8, 1)"),
 ]

@@ -5,8 +5,9 @@
 request made; a missing one is downloaded from ``<mirror>/<file>`` (the data set's canonical
 mirror unless the config value ``data.mirror`` names another) into a temporary file beside
 its final place, with a progress bar. It is moved into place, readable as the umask allows any
-other file to be, only once the sha256 of its uncompressed content matches the published one, so a partial or corrupt download is never
-used: it is deleted and fetched again, up to ``ATTEMPTS`` times. Checking the uncompressed
+other file to be, only once the sha256 of its uncompressed content matches the published one,
+so a partial or corrupt download is never used: it is deleted and fetched again, up to
+``ATTEMPTS`` times. Checking the uncompressed
 content rather than the ``.gz`` bytes lets any mirror pass that serves the same IDX data,
 however it compressed them.
 

@@ -156,7 +156,7 @@ def read_folder(path: str) -> ImageArrays:
         labels += [label] * len(found)
     pictures = [_read_image(f) for f in files]  # [H, W] or [H, W, 3] uint8 each
     first = files[0]
-    for file, picture in zip(files, pictures):
+    for file, picture in zip(files, pictures, strict=True):
         if picture.shape[:2] != pictures[0].shape[:2]:
             raise ImageFileError(
                 f"{file}: {_size(picture)} pixels, but {first} is {_size(pictures[0])}; images are "

@@ -85,7 +85,8 @@ def training_curves(records: list[dict], path: str) -> str:
         ax.plot(steps, [r["exact_neg_elbo"] for r in validation], "o-", label="validation exact -ELBO")
         relaxed = [(r["step"], r["relaxed_neg_elbo"]) for r in validation if "relaxed_neg_elbo" in r]
         if relaxed:
-            ax.plot(*zip(*relaxed), "s--", label="validation relaxed -ELBO")
+            ax.plot([s for s, _ in relaxed], [v for _, v in relaxed], "s--",
+                    label="validation relaxed -ELBO")
     ax.set_xlabel("step")
     ax.set_ylabel("nats per sample")
     ax.legend(fontsize=7)
