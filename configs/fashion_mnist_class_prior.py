@@ -5,8 +5,9 @@
 
 With the settings of the Fashion-MNIST sweep (reports/sweeps/fashion_cp.md): constant c=10,
 partial sharing 0.03.
-Measured results live in generated files, not here: the test-set row "class-mask prior" of the
-README's Fashion-MNIST table and reports/results.json (`python reports/make_report.py`).
+Measured results live in generated files, not here: the row "class-mask prior" of the
+Fashion-MNIST results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 import os

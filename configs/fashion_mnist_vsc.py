@@ -6,8 +6,9 @@
 MLP 400, L=200, alpha=0.01, fixed prior, batch 128, 10,000 steps, straight-through spikes with
 the sharpness ramp of mnist_vsc.py (c from 1 to 30), which beat constant c on Fashion-MNIST's
 validation split too (reports/sweeps/fashion_vsc_c.md, fashion_vsc_ramp.md).
-Measured results live in generated files, not here: the test-set row "VSC (fixed prior)" of the
-README's Fashion-MNIST table and reports/results.json (`python reports/make_report.py`).
+Measured results live in generated files, not here: the row "VSC (fixed prior)" of the
+Fashion-MNIST results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 import os

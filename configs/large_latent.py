@@ -10,8 +10,9 @@ prior spike probability scaled with L (alpha = 10 / L: about 10 expected active 
 under the prior, as alpha=0.05 gives at L=200), 5,000 steps, constant c=10, partial sharing
 0.03, and the KL warmed up (its weight beta from 0 to 1 over the first 1,000 steps: without
 it the run kept far fewer active dimensions and a higher training loss, in metrics.jsonl).
-Measured results live in generated files, not here: the README's L=16,384 table and
-reports/results.json (`python reports/make_report.py`).
+Measured results live in generated files, not here: the row "class-mask prior, L=16,384" of the
+results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 import os

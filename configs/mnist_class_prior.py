@@ -9,8 +9,9 @@ the label, and the model's bound on -log p(x) is that of the mixture over classe
 Class-balanced batches of 120 (12 per class), alpha 0.05, no penalty on the offsets, partial
 sharing 0.05: of the settings tried on the validation split, the one that meets every MNIST
 target of reports/README.md at once (reports/sweeps/cp*.md).
-Measured results live in generated files, not here: the test-set row "class-mask prior" of the
-README's MNIST table and reports/results.json (`python reports/make_report.py`).
+Measured results live in generated files, not here: the row "class-mask prior" of the MNIST
+results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 import os

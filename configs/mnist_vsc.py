@@ -8,8 +8,9 @@ first use); Bernoulli likelihood, one hidden layer of 400, L=200, alpha=0.01, fi
 batch 128, 10,000 steps, Adam 1e-3; straight-through spikes whose sharpness c rises
 exponentially from 1 to 30 over the run, the best validation bound of the sweeps over constant
 c and ramps (reports/sweeps/vsc_c*.md, vsc_sched*.md).
-Measured results live in generated files, not here: the test-set row "VSC (fixed prior)" of the
-README's MNIST table and reports/results.json (`python reports/make_report.py`).
+Measured results live in generated files, not here: the row "VSC (fixed prior)" of the MNIST
+results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 from vscjax.config import base_config, run_end, schedule
