@@ -6,8 +6,9 @@
 Same network, prior, sharpness ramp and budget as mnist_vsc.py (MLP 400, L=200, alpha=0.01,
 10,000 steps) with class-balanced batches of 120 (12 per class) and the centroid alignment
 loss, weight 5: of the weights 2, 5 and 10, the largest same-class Jaccard whose bound stays
-within a 5-nat margin of plain VSC's on the validation split (reports/sweeps/align_centroid*.md). The class-mask
-prior (mnist_class_prior.py) aligns more at a better bound.
+within a 5-nat margin of plain VSC's on the validation split
+(reports/sweeps/align_centroid*.md). The class-mask prior (mnist_class_prior.py) aligns more at
+a better bound.
 Measured results live in generated files, not here: the row "VSC + paper's alignment, centroid"
 of the MNIST results in README.md and reports/README.md, from reports/results.json (`python
 reports/make_report.py`).

@@ -7,10 +7,10 @@ Trains every model of the report with its shipped config (finished runs under --
 reused, interrupted ones resume), evaluates each once on the **test** split with
 ``vscjax.evaluate`` (hyperparameters were chosen on the validation split beforehand:
 ``reports/sweeps/``), and writes the tables between the ``<!-- report:NAME -->`` markers of
-``reports/README.md`` (every table) and ``README.md`` (a short summary), the raw rows to ``reports/results.json``, and the
-figures to ``reports/figures/``: 12 models of 10,000 steps and the L=16,384 model, the longest
-command of the project. ``--from`` rewrites the tables from the rows of an earlier results.json
-(older files name some numbers differently: ``OLD_NAMES``).
+``reports/README.md`` (every table) and ``README.md`` (a short summary), the raw rows to
+``reports/results.json``, and the figures to ``reports/figures/``: 12 models of 10,000 steps
+and the L=16,384 model, the longest command of the project. ``--from`` rewrites the tables from
+the rows of an earlier results.json (older files name some numbers differently: ``OLD_NAMES``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def results_table(rows: dict) -> list[str]:
 def summary_table(results: dict) -> list[str]:
     """The README's short table: each model's bound, Jaccard and probe on both data sets, and
     the L=16,384 model's on MNIST (results: dataset -> model -> evaluate.headline())."""
-    columns = [f"{DATASETS[d]} {what}" for d in DATASETS for what in ("bound", "Jaccard same / diff", "probe")]
+    columns = [f"{DATASETS[d]} {what}" for d in DATASETS
+               for what in ("bound", "Jaccard same / diff", "probe")]
     lines = ["| model | " + " | ".join(columns) + " |", "| --- " * (1 + len(columns)) + "|"]
 
     def cells(r):
