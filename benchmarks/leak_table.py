@@ -2,8 +2,8 @@
 
     python -m benchmarks.leak_table [--num-steps 10000] [--root workdir/leak]
 
-Trains configs/mnist_vsc.py under each spike mask below (about 2 minutes each on 2 CPU cores
-at 10,000 steps; finished runs in --root are reused), evaluates each once on the test split
+Trains configs/mnist_vsc.py under each spike mask below (finished runs in --root are
+reused), evaluates each once on the test split
 and prints a markdown table of the exact and relaxed negative ELBO, their gap (the leak) and
 the expected active dimensions. The leak is reported for relaxed training only: a model
 trained on hard spikes (straight-through) has nowhere to hide information ("n/a").

@@ -4,11 +4,10 @@
     python -m vscjax.evaluate --workdir workdir/fashion_mnist_class_prior
 
 With the settings of the Fashion-MNIST sweep (reports/sweeps/fashion_cp.md): constant c=10,
-partial sharing 0.03: validation bound 245.28 nats (VSC 254.77), Jaccard 0.647 / 0.361;
-partial sharing 0.1 gave 247.73 and 0.457 / 0.141.
-Test set (`python reports/make_report.py`): bound 246.4 nats (VSC 255.7; under the fixed
-prior 257.4), Jaccard 0.703 / 0.394 (0.533 / 0.122 without its 2 global dimensions), a
-dimension of its own for 4 of 10 classes, probe 83.3%.
+partial sharing 0.03.
+Measured results live in generated files, not here: the row "class-mask prior" of the
+Fashion-MNIST results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 import os

@@ -7,14 +7,11 @@ configs/mnist_vsc.py (MLP 400, L=200, 10,000 steps, c from 1 to 30) with model.p
 "class_mask": the spike logits of class y are g + h[y] (signed offsets), the encoder never sees
 the label, and the model's bound on -log p(x) is that of the mixture over classes.
 Class-balanced batches of 120 (12 per class), alpha 0.05, no penalty on the offsets, partial
-sharing 0.05. On the validation split (reports/sweeps/) this is the one setting tried that
-meets every MNIST target at once: 113.19 nats (VSC: 124.97), Jaccard same / different class
-0.532 / 0.102, one global dimension and a dimension of its own for each of the 10 classes,
-probe 95.2%. Constant c=10 with partial sharing 0.03 bounds better (112.34) with two global
-dimensions, but its different-class Jaccard is 0.237.
-Test set (`python reports/make_report.py`): bound 112.4 nats (under the fixed prior 129.7),
-Jaccard 0.542 / 0.101, one global dimension, 47 class-specific ones covering all 10 classes,
-probe 95.5%.
+sharing 0.05: of the settings tried on the validation split, the one that meets every MNIST
+target of reports/README.md at once (reports/sweeps/cp*.md).
+Measured results live in generated files, not here: the row "class-mask prior" of the MNIST
+results in README.md and reports/README.md, from reports/results.json (`python
+reports/make_report.py`).
 """
 
 import os

@@ -9,7 +9,7 @@ Trains every model of the report with its shipped config (finished runs under --
 reused, interrupted ones resume), evaluates each once on the **test** split with
 ``vscjax.evaluate`` (hyperparameters were chosen on the validation split beforehand:
 ``reports/sweeps/``), and writes the tables between the ``<!-- report:NAME -->`` markers of
-``reports/README.md`` (and of ``README.md`` for ``README_SECTIONS``), the raw rows to
+``reports/README.md`` (every table) and ``README.md`` (a short summary), the raw rows to
 ``reports/results.json``, and the figures to ``reports/figures/``. About 3 minutes an MLP model
 on 2 CPU cores (12 MNIST-sized models, 5 on the shapes), about 30 minutes for the L=16,384
 model, and longer for the conv models on the shapes.
@@ -82,7 +82,6 @@ SHAPES_MODELS = {**{f"{name}": (f"{label}, MLP", file, overrides)
                  **{f"{name}_conv": (f"{label}, conv ({CONV_STEPS:,} steps)", file, {**overrides, **CONV})
                     for name, (label, file, overrides) in SHAPES_MLP.items()}}
 SHAPES_FIGURES = ("factor_mi.png", "factor_best_dims.png", "class_activation.png", "class_masks.png")
-README_SECTIONS = ("mnist", "fashion_mnist", "large_latent")  # also written into README.md
 GROUPS = (*DATASETS, LARGE_LATENT[0], SHAPES)
 FIGURES = {  # (model, file in the workdir's plots/) copied as figures/<dataset>_<model>_<file>
     ("vsc", "class_activation.png"), ("class_prior", "class_activation.png"),
@@ -137,6 +136,28 @@ def results_table(rows: dict) -> list[str]:
             f"{_pair(r['soft_same'], r['soft_different'])} | "
             f"{_pair(r['specific_same'], r['specific_different'])} | {fmt(r['num_global'], 'd')} | "
             f"{spec_text} | {100 * r['probe']:.1f}% |")
+    return lines
+
+
+def summary_table(results: dict) -> list[str]:
+    """The README's short table: each model's bound, Jaccard and probe on both data sets, and
+    the L=16,384 model's on MNIST (results: dataset -> model -> evaluate.headline())."""
+    columns = [f"{DATASETS[d]} {what}" for d in DATASETS
+               for what in ("bound", "Jaccard same / diff", "probe")]
+    lines = ["| model | " + " | ".join(columns) + " |", "| --- " * (1 + len(columns)) + "|"]
+
+    def cells(r):
+        if r is None:
+            return ["n/a"] * 3
+        return [f"{r['exact_neg_elbo']:.1f}", _pair(r["jaccard_same"], r["jaccard_different"]),
+                f"{100 * r['probe']:.1f}%"]
+
+    rows = {label: [results.get(d, {}).get(model) for d in DATASETS] for model, (label, _) in MODELS.items()}
+    if LARGE_LATENT[0] in results:
+        rows[LARGE_LATENT[1]] = [results[LARGE_LATENT[0]]] + [None] * (len(DATASETS) - 1)
+    for label, per_dataset in rows.items():
+        if any(r is not None for r in per_dataset):
+            lines.append(f"| {label} | " + " | ".join(c for r in per_dataset for c in cells(r)) + " |")
     return lines
 
 
@@ -357,13 +378,12 @@ def sections(results: dict) -> dict[str, list[str]]:
 
 
 def write_tables(results: dict) -> list[str]:
-    """Rewrite the sections of reports/README.md (every one) and README.md (``README_SECTIONS``)
-    from the rows; returns the targets tables."""
+    """Rewrite the sections of reports/README.md (every table) and README.md's short summary
+    (:func:`summary_table`) from the rows; returns the targets tables."""
     tables = sections(results)
     for name, lines in tables.items():
         replace_section(os.path.join(HERE, "README.md"), name, lines)
-        if name in README_SECTIONS:
-            replace_section(os.path.join(ROOT, "README.md"), name, lines)
+    replace_section(os.path.join(ROOT, "README.md"), "summary", summary_table(results))
     return tables["targets"] + [""] + tables.get("shapes_targets", [])
 
 

@@ -75,6 +75,21 @@ def test_bad_idx_files_are_named_in_one_line(tmp_path, write, words):
     _assert_one_line(result, *words)
 
 
+@pytest.mark.parametrize("source", ["npz", "folder"])
+def test_bad_own_files_are_named_in_one_line(tmp_path, source):
+    if source == "npz":
+        path = tmp_path / "mine.npz"
+        np.savez(path, images=np.full((40, 8, 8, 1), 255.0), labels=np.arange(40) % 4)
+        words = [f"{path}: images span [255, 255], outside [0, 1]"]
+    else:
+        path = tmp_path / "mine"
+        (path / "empty").mkdir(parents=True)
+        words = [f"{path}/empty: class 0 holds no image"]
+    result = _run("--config", TINY, f"--config.data.source={source}", f"--config.data.dir={path}",
+                  "--workdir", str(tmp_path / "run"))
+    _assert_one_line(result, *words)
+
+
 # ----------------------------------------------------------------------------- a trained workdir
 
 

@@ -124,6 +124,19 @@ def test_first_use_downloads_into_the_cache_then_reads_without_a_request(mirror,
     assert sum(mirror.requests.values()) == before  # cached: nothing asked of the mirror
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_downloaded_files_get_the_permissions_of_the_umask(mirror, tmp_path, umask):
+    """A data folder shared by several users (umask 022) gets files they can read; a private
+    umask keeps them private."""
+    folder = _all_but_labels(tmp_path / "mnist")
+    previous = os.umask(umask)
+    try:
+        download.ensure_idx_files("mnist", folder, mirror.url("mnist"))
+    finally:
+        os.umask(previous)
+    assert oct(os.stat(os.path.join(folder, LABELS)).st_mode & 0o777) == oct(0o666 & ~umask)
+
+
 @pytest.mark.parametrize("fault", ["truncate", "short", "garble"])
 def test_a_broken_download_is_never_used_and_is_retried(mirror, tmp_path, fault):
     folder = _all_but_labels(tmp_path / "mnist")

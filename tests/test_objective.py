@@ -1,12 +1,18 @@
 """The training objective: schedules, the class-mask prior's offsets and regularisers, and the
 class-mask prior's training KL (the bounds are tests/test_bounds.py's)."""
 
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl import flags
 from flax import nnx
+from ml_collections import config_flags
 
+from helpers import REPO_ROOT, load_config
 from vscjax import objective
 from vscjax.config import base_config, schedule
 from vscjax.models import VSC
@@ -22,6 +28,35 @@ def test_schedules_match_closed_forms(step):
     assert objective.schedule_value(schedule("constant", 7.0), step) == 7.0
     traced = jax.jit(lambda s: objective.schedule_value(linear, s))(jnp.int32(step))
     np.testing.assert_allclose(traced, 50 + t * 350, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mnist_vsc", "mnist", "mnist_class_prior", "fashion_mnist_vsc"])
+def test_a_ramp_over_the_run_follows_train_num_steps(name):
+    """The shipped c ramp ends at the run's last step: 10,000 as shipped, and wherever an
+    override of train.num_steps puts it, from a config file or from train.py's flags; setting
+    its end_step moves it alone."""
+    assert load_config(name).objective.c.end_step == 10_000
+    assert load_config(name, train__num_steps=300).objective.c.end_step == 300
+    fixed = load_config(name, train__num_steps=300, objective__c__end_step=10_000)
+    assert (fixed.objective.c.end_step, fixed.train.num_steps) == (10_000, 300)
+    argv = ["train.py", f"--config={os.path.join(REPO_ROOT, 'configs', name + '.py')}",
+            "--config.train.num_steps=2000"]
+    flag_values = flags.FlagValues()  # as train.py defines and parses its flags
+    config_flags.DEFINE_config_file("config", os.path.join(REPO_ROOT, "configs", "default.py"),
+                                    flag_values=flag_values, sys_argv=argv)
+    flag_values(argv)
+    assert flag_values.config.objective.c.end_step == 2000
+    assert json.loads(flag_values.config.to_json())["objective"]["c"]["end_step"] == 2000
+
+
+def test_schedules_a_run_stops_before_their_end_are_named():
+    config = load_config("large_latent")  # the KL's weight rises from 0 to 1 over 1,000 steps
+    assert objective.unfinished_schedules(config.objective, config.train.num_steps) == []
+    assert objective.unfinished_schedules(config.objective, 300) == [
+        "objective.beta ends at step 1000, after train.num_steps=300: it stops at 0.3 instead of 1 "
+        "(--config.objective.beta.end_step=300 ends it with this run)"]
+    assert objective.unfinished_schedules(load_config("mnist_vsc", train__num_steps=300).objective,
+                                          300) == []
 
 
 def test_nonnegative_class_offsets_only_raise_the_shared_logits():

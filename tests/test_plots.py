@@ -24,9 +24,10 @@ def test_reconstruction_grid(tmp_path):
     assert _read(path).shape[:2] == (200, 4 * 90)
 
 
-def test_training_curves(tmp_path):
+@pytest.mark.parametrize("relaxed", [{"relaxed_neg_elbo": 11.5}, {}])  # relaxed training, or not
+def test_training_curves(tmp_path, relaxed):
     records = [{"split": "train", "step": s, "loss": 50.0 - s} for s in range(0, 40, 10)]
-    records.append({"split": "validation", "step": 40, "exact_neg_elbo": 12.0, "relaxed_neg_elbo": 11.5})
+    records.append({"split": "validation", "step": 40, "exact_neg_elbo": 12.0, **relaxed})
     path = plots.training_curves(records, str(tmp_path / "curves.png"))
     assert _read(path).shape[:2] == (320, 500)
 
@@ -41,10 +42,10 @@ def test_latent_traversals(tmp_path, channels):
                                    str(tmp_path / "sub" / "t.png"),
                                    row_labels=[f"row {r}" for r in range(rows)], title="t")
     picture = _read(path)
-    cols = len(plots.TRAVERSAL_OFFSETS)
-    assert picture.shape[:2] == (plots.TRAVERSAL_HEADER_PX + rows * plots.TRAVERSAL_CELL_PX,
-                                 plots.TRAVERSAL_LABEL_PX + cols * plots.TRAVERSAL_CELL_PX
-                                 + plots.TRAVERSAL_RIGHT_PX)
+    width, height = plots.image_rows_size(rows, len(plots.TRAVERSAL_OFFSETS), title="t",
+                                          row_labels=[f"row {r}" for r in range(rows)],
+                                          column_labels=plots.TRAVERSAL_OFFSETS)
+    assert picture.shape[:2] == (height, width)
     assert picture.std() > 0.05  # something was drawn
 
 
@@ -68,10 +69,28 @@ def test_image_rows(tmp_path):
     grid = np.random.default_rng(0).random((3, 10, 8, 8, 1))  # [R, T, H, W, C]
     path = plots.image_rows(grid, str(tmp_path / "rows.png"), row_labels=["a", "b", "c"], title="t")
     picture = _read(path)
-    assert picture.shape[:2] == (plots.TRAVERSAL_HEADER_PX + 3 * plots.TRAVERSAL_CELL_PX,
-                                 plots.TRAVERSAL_LABEL_PX + 10 * plots.TRAVERSAL_CELL_PX
-                                 + plots.TRAVERSAL_RIGHT_PX)
+    assert picture.shape[:2] == plots.image_rows_size(3, 10, row_labels="abc", title="t")[::-1]
     assert picture.std() > 0.05
+
+
+def _longest_blank_run(blank: np.ndarray) -> int:
+    """The longest run of True in a 1-D array."""
+    runs = np.diff(np.flatnonzero(np.diff(np.concatenate([[0], blank.astype(int), [0]]))))[::2]
+    return int(runs.max(initial=0))
+
+
+@pytest.mark.parametrize("column_labels", [None, [str(t) for t in range(10)]])
+def test_image_rows_have_no_empty_band(tmp_path, column_labels):
+    """The samples from the prior (no column labels, one title line, short row labels) fill
+    their picture: no band of blank rows above the grid or blank columns beside it wider than
+    the margins of the text."""
+    grid = np.full((3, 10, 8, 8, 1), 0.5)  # grey images: blank means white
+    path = plots.image_rows(grid, str(tmp_path / "rows.png"), row_labels=["fixed prior"] * 3,
+                            column_labels=column_labels,
+                            title="samples from the fixed prior (decoder mean images)")
+    blank = (_read(path)[..., :3] > 0.97).all(axis=-1)  # [H, W] white pixels
+    assert _longest_blank_run(blank.all(axis=1)) <= 3 * plots.MARGIN_PX  # rows
+    assert _longest_blank_run(blank.all(axis=0)) <= 3 * plots.MARGIN_PX  # columns
 
 
 @pytest.mark.parametrize("num_dims", [0, 1, 30, 300])

@@ -19,14 +19,31 @@ def _section(path: str, name: str) -> list[str]:
 
 
 def test_the_readme_tables_are_the_rows_of_results_json():
-    rows = make_report.read_results(RESULTS)
-    tables = make_report.sections(rows)
-    shapes = {"shapes", "shapes_factors", "shapes_targets"} if "shapes" in rows else set()
+    results = make_report.read_results(RESULTS)
+    tables = make_report.sections(results)
+    shapes = {"shapes", "shapes_factors", "shapes_targets"} if "shapes" in results else set()
     assert set(tables) == {"mnist", "fashion_mnist", "large_latent", "targets"} | shapes
     for name, lines in tables.items():
         assert _section(os.path.join(REPO_ROOT, "reports", "README.md"), name) == lines, name
-        if name in make_report.README_SECTIONS:
-            assert _section(os.path.join(REPO_ROOT, "README.md"), name) == lines, name
+    summary = _section(os.path.join(REPO_ROOT, "README.md"), "summary")
+    assert summary == make_report.summary_table(results)
+
+
+def test_the_summary_row_of_a_model_holds_its_numbers_on_both_data_sets():
+    results = make_report.read_results(RESULTS)
+    lines = make_report.summary_table(results)
+    assert len(lines) == 2 + len(make_report.MODELS) + 1  # header, rule, models, L=16,384
+    cp = {d: results[d]["class_prior"] for d in ("mnist", "fashion_mnist")}
+    row = next(line for line in lines if line.startswith("| class-mask prior |"))
+    assert row.split(" | ")[1:] == [
+        f"{cp['mnist']['exact_neg_elbo']:.1f}",
+        f"{cp['mnist']['jaccard_same']:.3f} / {cp['mnist']['jaccard_different']:.3f}",
+        f"{100 * cp['mnist']['probe']:.1f}%",
+        f"{cp['fashion_mnist']['exact_neg_elbo']:.1f}",
+        f"{cp['fashion_mnist']['jaccard_same']:.3f} / {cp['fashion_mnist']['jaccard_different']:.3f}",
+        f"{100 * cp['fashion_mnist']['probe']:.1f}% |"]
+    large = lines[-1].split(" | ")
+    assert large[0] == "| class-mask prior, L=16,384" and large[-3:] == ["n/a"] * 2 + ["n/a |"]
 
 
 def test_rows_under_their_old_names_give_the_same_table():

@@ -28,6 +28,7 @@ the same step even when only one of them cannot read a file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,6 +48,7 @@ from vscjax.workdir import checkpoints_dir, corrupt_dir, write_json_atomic
 CHECKSUMS_FILE = "checksums.json"
 ITEM_DIR = "default"  # the folder of the train state inside a step's checkpoint
 MISMATCHES_SHOWN = 3  # differences named in a CheckpointMismatchError
+READ_ONLY_NOTICE = "Given directory is read only"  # orbax's warning on opening a read-only manager
 
 
 class CheckpointMismatchError(ValueError):
@@ -181,6 +183,25 @@ class _FaultPointTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
         await super().finalize()
 
 
+class _DropReadOnlyNotice(logging.Filter):
+    """Drops orbax's "Given directory is read only" warning, which every read-only manager logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(READ_ONLY_NOTICE)
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notice():
+    """Within: orbax's notice that a manager is read-only is not logged (a reader asks for that
+    on purpose; the notice would greet every ``vscjax.load``). Orbax logs through absl."""
+    logger, notice_filter = logging.getLogger("absl"), _DropReadOnlyNotice()
+    logger.addFilter(notice_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notice_filter)
+
+
 class Checkpoints:
     """Saves and restores train states under ``<workdir>/checkpoints``."""
 
@@ -207,9 +228,12 @@ class Checkpoints:
         directory = checkpoints_dir(self.workdir)
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
-        self.manager = ocp.CheckpointManager(
-            directory, item_handlers=ocp.StandardCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        with _quiet_read_only_notice():
+            self.manager = ocp.CheckpointManager(
+                directory, item_handlers=ocp.StandardCheckpointHandler(),
+                # save_interval_steps=0: what orbax sets (with a warning) for a read-only manager
+                options=ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                                     save_interval_steps=0))
         return self
 
     def save(self, state, *, force: bool = False) -> None:

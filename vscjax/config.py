@@ -34,11 +34,26 @@ class ConfigError(ValueError):
 
 
 def schedule(kind: str = "constant", value: float = 0.0, *, start: float | None = None,
-             begin_step: int = 0, end_step: int = 0) -> ml_collections.ConfigDict:
-    """A schedule spec (see ``objective.schedule_value``); ``start`` defaults to ``value``."""
+             begin_step: int = 0, end_step=0) -> ml_collections.ConfigDict:
+    """A schedule spec (see ``objective.schedule_value``); ``start`` defaults to ``value``.
+
+    ``end_step`` is a step, or :func:`run_end` of the config: then the schedule ends with the
+    run, however many steps ``train.num_steps`` (or its override) asks for.
+    """
+    if not isinstance(end_step, ml_collections.FieldReference):
+        end_step = int(end_step)
     return ml_collections.ConfigDict(dict(
         kind=kind, value=float(value), start=float(value if start is None else start),
-        begin_step=int(begin_step), end_step=int(end_step)))
+        begin_step=int(begin_step), end_step=end_step))
+
+
+def run_end(config: ml_collections.ConfigDict) -> ml_collections.FieldReference:
+    """``train.num_steps`` of ``config`` as a one-way reference, for a schedule's ``end_step``.
+
+    The schedule follows a later ``--config.train.num_steps=N``; setting its ``end_step``
+    replaces the reference and leaves ``train.num_steps`` alone.
+    """
+    return config.train.get_oneway_ref("num_steps")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,9 +61,12 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.data = ml_collections.ConfigDict(dict(
-        source="digits",  # digits (embedded), idx (a folder of IDX files), tfds or shapes (synthetic)
-        name="digits",  # folder under $VSCJAX_DATA_DIR, TFDS name, or shapes grid (shapes, shapes-<n>)
-        dir="",  # the IDX folder (or TFDS data_dir); "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>
+        source="digits",  # digits (embedded), idx (IDX files), tfds, shapes (synthetic), npz or folder
+        # the data set's name: folder under $VSCJAX_DATA_DIR, TFDS name, or shapes grid (shapes-<n>)
+        name="digits",
+        # the IDX folder (or TFDS data_dir; "" -> <$VSCJAX_DATA_DIR or ~/.cache/vscjax>/<name>), or
+        # your own data: the .npz file (npz) or the folder of class folders (folder)
+        dir="",
         mirror="",  # base URL MNIST / Fashion-MNIST download from when missing; "" = canonical
         balanced=False,  # class-balanced batches: B / C samples of every class
         prefetch=2,  # batches placed on the devices ahead of the step (host feeding)

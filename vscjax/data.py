@@ -1,8 +1,11 @@
-"""Data sources and batching: scikit-learn's digits, IDX files, TFDS, synthetic shapes; a
+"""Data sources and batching: scikit-learn's digits, IDX files, TFDS, synthetic shapes, the
+user's own files (an .npz, or a folder of images per class: :mod:`vscjax.image_files`); a
 resumable sampler.
 
 IDX data sets that :mod:`vscjax.download` knows (MNIST, Fashion-MNIST) are downloaded on
-first use into their folder (:func:`resolve_data_dir`).
+first use into their folder (:func:`resolve_data_dir`). The user's own files have a test split
+of their own (an .npz's ``images_test`` and ``labels_test``), or else a fixed, seeded fifth of
+their images is held out as the test split (``TEST_FRACTION``, ``TEST_SEED``).
 
 Every source returns a :class:`Dataset` of float32 images in [0, 1], shape [N, H, W, C],
 and int32 labels; the synthetic shapes (:mod:`vscjax.shapes`) also each image's factors.
@@ -31,7 +34,7 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from vscjax import download, rng, shapes
+from vscjax import download, image_files, rng, shapes
 from vscjax.sharding import global_batch, process_rows
 
 SPLITS = ("train", "validation", "test")
@@ -39,10 +42,13 @@ VALIDATION_FRACTION = 1 / 12  # of the source's training set: 5,000 of MNIST's 6
 VALIDATION_SEED = 20_191_205  # fixed, so the held-out images never depend on a run's seed
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed, so the digits test set never depends on a run's seed
+TEST_FRACTION = 0.2  # of the user's own images, held out as the test split when they have none
+TEST_SEED = 20_190_722  # fixed, so the held-out test images never depend on a run's seed
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 IDX_PREFIX = {"train": "train", "test": "t10k"}
-SOURCES = ("digits", "idx", "tfds", "shapes")
+OWN_FILES = {"npz": "an .npz file", "folder": "a folder of class folders"}  # source -> data.dir
+SOURCES = ("digits", "idx", "tfds", "shapes", *OWN_FILES)
 DATA_DIR_ENV = "VSCJAX_DATA_DIR"
 TFDS_INSTALL = 'pip install "vscjax[tfds]"'
 
@@ -269,9 +275,42 @@ def load_shapes(name: str, split: str) -> Dataset:
     except ValueError as err:
         raise DataError(str(err)) from None
     images, labels, factors = shapes.generate(grid)
-    idx = fixed_split(len(labels), shapes.TEST_FRACTION, shapes.TEST_SPLIT_SEED)[split == "test"]
+    idx = holdout_indices(len(labels), shapes.TEST_FRACTION, shapes.TEST_SPLIT_SEED)[split == "test"]
     return Dataset(images[idx], labels[idx], len(shapes.CLASSES), f"{name}/{split}",
                    factors=factors[idx], factor_names=shapes.FACTOR_NAMES)
+
+
+def load_own_files(source: str, path: str, split: str, *, name: str) -> Dataset:
+    """The user's own images (:mod:`vscjax.image_files`): an .npz file or a folder of classes.
+
+    Args:
+      source: "npz" or "folder".
+      path: the file or folder (the config key ``data.dir``).
+      split: "train" or "test": the file's own test split where it has one, else a fixed,
+        seeded hold-out of ``TEST_FRACTION`` of the images (:func:`holdout_indices` with
+        ``TEST_SEED``); "train" is the rest.
+      name: the data set's name in logs and reports.
+
+    Returns:
+      A Dataset of float32 images in [0, 1] (uint8 pixels / 255), [N, H, W, C].
+    """
+    _check_split(split, IDX_PREFIX)
+    if not path:
+        raise DataError(f"config key data.dir: the {source} source reads {OWN_FILES[source]}, "
+                        "named by data.dir; none given")
+    try:
+        own = image_files.read_npz(path) if source == "npz" else image_files.read_folder(path)
+    except image_files.ImageFileError as err:
+        raise DataError(str(err)) from None
+    if own.test_images is not None:
+        images, labels = (own.images, own.labels) if split == "train" else (own.test_images, own.test_labels)
+    else:
+        train_idx, test_idx = holdout_indices(len(own.labels), TEST_FRACTION, TEST_SEED)
+        idx = train_idx if split == "train" else test_idx
+        images, labels = own.images[idx], own.labels[idx]
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / 255.0
+    return Dataset(images, labels, own.num_classes, f"{name}/{split}")
 
 
 def default_data_root() -> str:
@@ -284,22 +323,19 @@ def resolve_data_dir(dir_value: str, name: str) -> str:
     return dir_value or os.path.join(default_data_root(), name)
 
 
-def holdout_indices(num_examples: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) indices into a source's training set of ``num_examples`` images.
+def holdout_indices(num_examples: int, fraction: float = VALIDATION_FRACTION,
+                    seed: int = VALIDATION_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) indices into a set of ``num_examples`` images.
 
-    Validation is ``round(num_examples * VALIDATION_FRACTION)`` images (at least 1 when there
-    are 2 or more) drawn with the fixed ``VALIDATION_SEED``: the same images for every run,
-    seed and config. Both index arrays are sorted ([N_train] and [N_validation] int64).
+    By default the held-out part is the validation split of a source's training set. It is
+    ``round(num_examples * fraction)`` images (at least 1 when there are 2 or more) drawn
+    with the fixed ``seed``: the same images for every run, seed and config.
+
+    Returns:
+      Both index arrays, sorted ([N_kept] and [N_held_out] int64).
     """
     if num_examples < 2:
-        raise DataError(f"a training set of {num_examples} images cannot hold out a validation part")
-    return fixed_split(num_examples, VALIDATION_FRACTION, VALIDATION_SEED)
-
-
-def fixed_split(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out) sorted int64 indices into ``num_examples`` >= 2 items: the held-out part
-    is ``round(num_examples * fraction)`` of them (between 1 and ``num_examples - 1``), the
-    first ones of the permutation that ``seed`` draws."""
+        raise DataError(f"a set of {num_examples} images cannot hold out a part")
     num_held_out = min(max(round(num_examples * fraction), 1), num_examples - 1)
     order = np.random.default_rng(seed).permutation(num_examples)
     return np.sort(order[num_held_out:]), np.sort(order[:num_held_out])
@@ -326,15 +362,18 @@ def _load_source(source: str, name: str, split: str, data_dir: str, mirror: str)
         return load_tfds(name, split, data_dir=data_dir or None)
     if source == "shapes":
         return load_shapes(name, split)
+    if source in OWN_FILES:
+        return load_own_files(source, data_dir, split, name=name)
     raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
 
 
 def load(source: str, name: str, split: str, *, data_dir: str = "", mirror: str = "") -> Dataset:
-    """Load ``split`` of data set ``name`` from ``source`` ("digits", "idx", "tfds" or "shapes").
+    """Load ``split`` of data set ``name`` from ``source`` (one of ``SOURCES``).
 
     Args:
       source: "digits" (scikit-learn's, ``name`` unused), "idx" (files in
-        :func:`resolve_data_dir`), "tfds", "shapes" (:func:`load_shapes`, made in process).
+        :func:`resolve_data_dir`), "tfds", "shapes" (:func:`load_shapes`, made in process), "npz"
+        or "folder" (:func:`load_own_files`: ``data_dir`` is the file or the folder).
       name: data set name, e.g. "mnist", or the shapes grid ("shapes", "shapes-<n>").
       split: "train" (the source's training set minus the validation part), "validation"
         (:func:`holdout_indices`) or "test" (the source's test set); TFDS also takes its own

@@ -4,9 +4,10 @@
 (``train-images-idx3-ubyte.gz`` and the others). A file already there is used as it is, with no
 request made; a missing one is downloaded from ``<mirror>/<file>`` (the data set's canonical
 mirror unless the config value ``data.mirror`` names another) into a temporary file beside
-its final place, with a progress bar. It is moved into place only once the sha256 of its
-uncompressed content matches the published one, so a partial or corrupt download is never
-used: it is deleted and fetched again, up to ``ATTEMPTS`` times. Checking the uncompressed
+its final place, with a progress bar. It is moved into place, readable as the umask allows any
+other file to be, only once the sha256 of its uncompressed content matches the published one,
+so a partial or corrupt download is never used: it is deleted and fetched again, up to
+``ATTEMPTS`` times. Checking the uncompressed
 content rather than the ``.gz`` bytes lets any mirror pass that serves the same IDX data,
 however it compressed them.
 
@@ -131,12 +132,21 @@ def _fetch_verified(url: str, path: str, sha256: str, *, hint: str) -> None:
             if not problem:
                 problem = _content_problem(partial, sha256)
             if not problem:
+                # mkstemp made it private to us (0600); a data folder may be shared
+                os.chmod(partial, 0o666 & ~_umask())
                 os.replace(partial, path)  # atomic: the file appears whole or not at all
                 return
         finally:
             if os.path.exists(partial):
                 os.remove(partial)
     raise DownloadError(f"{url} failed its check in {ATTEMPTS} downloads (last: {problem}); {hint}")
+
+
+def _umask() -> int:
+    """The process's umask: the permissions a file created here would lack."""
+    mask = os.umask(0o077)  # reading it means setting it: for this instant, the strictest
+    os.umask(mask)
+    return mask
 
 
 def _download(url: str, out, *, hint: str) -> str:

@@ -16,6 +16,7 @@ from vscjax import alignment, spike_slab
 from vscjax.models import VSC
 
 SCHEDULE_KINDS = ("constant", "linear", "exponential")
+SCHEDULES = ("c", "beta", "warmup", "align_weight")  # the config.objective keys holding schedules
 # Regularisers of the learned priors (never part of a bound) -> the config.objective key of their
 # weight in the loss.
 REGULARISERS = {
@@ -47,6 +48,25 @@ def schedule_value(spec, step) -> jax.Array:
     if spec.kind == "linear":
         return start + t * (value - start)
     return jnp.exp(jnp.log(start) + t * (jnp.log(value) - jnp.log(start)))
+
+
+def unfinished_schedules(objective_config, num_steps: int) -> list[str]:
+    """One line for each schedule of ``objective_config`` that a run of ``num_steps`` steps
+    stops before its ``end_step``, saying the value it stops at.
+
+    Args:
+      objective_config: the ``config.objective`` block.
+      num_steps: the run's last step (``train.num_steps``).
+    """
+    lines = []
+    for name in SCHEDULES:
+        spec = objective_config[name]
+        if spec.kind != "constant" and spec.end_step > num_steps:
+            lines.append(
+                f"objective.{name} ends at step {spec.end_step}, after train.num_steps={num_steps}: "
+                f"it stops at {float(schedule_value(spec, num_steps)):.4g} instead of {spec.value:g} "
+                f"(--config.objective.{name}.end_step={num_steps} ends it with this run)")
+    return lines
 
 
 # ----------------------------------------------------------------------------- ELBO terms

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import textwrap
 
 import matplotlib
 
@@ -22,9 +21,12 @@ from PIL import Image  # noqa: E402
 DPI = 100
 TRAVERSAL_OFFSETS = np.linspace(-3.0, 3.0, 7)  # latent units: +-3 standard deviations of the prior slab
 TRAVERSAL_CELL_PX = 28  # height and width of one image in latent_traversals and image_rows
-TRAVERSAL_LABEL_PX = 140  # left margin for the row labels
 TRAVERSAL_RIGHT_PX = 6  # right margin
-TRAVERSAL_HEADER_PX = 60  # top margin for the title and the column labels
+ROW_LABEL_FONT = 6  # points: the row and column labels of image_rows
+TITLE_FONT = 7  # points: the title of image_rows
+TITLE_LINE_PX = 12  # one line of that title
+COLUMN_LABELS_PX = 14  # the column labels' band above the grid
+MARGIN_PX = 4  # above and below the title, and between the row labels and the grid
 HEATMAP_PX = (640, 320)  # class_activation_heatmap and factor_mi_heatmap: width, height
 OVERLAP_PX = (460, 400)  # class_overlap_matrix: width, height
 MAX_LABELLED_CLASSES = 30  # more classes than this: no class tick labels
@@ -65,7 +67,8 @@ def reconstruction_grid(images: np.ndarray, reconstructions: np.ndarray, path: s
 
 
 def training_curves(records: list[dict], path: str) -> str:
-    """Save the training loss and the validation exact / relaxed negative ELBO against the step.
+    """Save the training loss and the validation exact negative ELBO against the step, and the
+    relaxed one where the records hold it (models trained on the relaxed sample).
 
     Args:
       records: the trainer's metrics records (``vscjax.workdir.read_metrics``).
@@ -80,8 +83,10 @@ def training_curves(records: list[dict], path: str) -> str:
     if validation:
         steps = [r["step"] for r in validation]
         ax.plot(steps, [r["exact_neg_elbo"] for r in validation], "o-", label="validation exact -ELBO")
-        ax.plot(steps, [r["relaxed_neg_elbo"] for r in validation], "s--",
-                label="validation relaxed -ELBO")
+        relaxed = [(r["step"], r["relaxed_neg_elbo"]) for r in validation if "relaxed_neg_elbo" in r]
+        if relaxed:
+            ax.plot([s for s, _ in relaxed], [v for _, v in relaxed], "s--",
+                    label="validation relaxed -ELBO")
     ax.set_xlabel("step")
     ax.set_ylabel("nats per sample")
     ax.legend(fontsize=7)
@@ -110,8 +115,7 @@ def latent_traversals(decode, codes: np.ndarray, dims: np.ndarray, centres: np.n
       offsets: [T] added to the centre, in latent units (the prior slab has unit variance).
       title: a title above the grid.
 
-    Size: ``TRAVERSAL_LABEL_PX + T * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX`` by
-    ``TRAVERSAL_HEADER_PX + R * TRAVERSAL_CELL_PX`` pixels.
+    Size: :func:`image_rows_size` of R rows and T columns, labelled.
     """
     codes = np.asarray(codes, np.float32)  # [R, L]
     offsets = np.asarray(offsets, np.float32)  # [T]
@@ -133,31 +137,72 @@ def image_rows(grid: np.ndarray, path: str, *, row_labels, column_labels=None, t
       column_labels: T strings, or None for no column labels.
       title: a title above the grid.
 
-    Size: ``TRAVERSAL_LABEL_PX + T * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX`` by
-    ``TRAVERSAL_HEADER_PX + R * TRAVERSAL_CELL_PX`` pixels.
+    Size: :func:`image_rows_size`.
     """
     grid = np.asarray(grid)
     rows, cols = grid.shape[:2]
     mosaic, cmap = _as_rgb_or_grey(_mosaic(grid))
-    width = TRAVERSAL_LABEL_PX + cols * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX
-    height = TRAVERSAL_HEADER_PX + rows * TRAVERSAL_CELL_PX
+    layout = _rows_layout(rows, cols, row_labels, column_labels, title)
+    width, height = layout["size"]
     fig = plt.figure(figsize=_figsize(width, height))
     # The axes fill the figure but for the margins: [left, bottom, width, height] as fractions.
-    ax = fig.add_axes([TRAVERSAL_LABEL_PX / width, 0.0, cols * TRAVERSAL_CELL_PX / width,
-                       1.0 - TRAVERSAL_HEADER_PX / height])
+    ax = fig.add_axes([layout["left"] / width, 0.0, cols * TRAVERSAL_CELL_PX / width,
+                       1.0 - layout["top"] / height])
     ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest", aspect="auto")
     cell_h, cell_w = grid.shape[2] + 1, grid.shape[3] + 1  # image and its 1-pixel gap
-    ax.set_yticks(np.arange(rows) * cell_h + cell_h / 2 - 1, list(row_labels), fontsize=6)
+    ax.set_yticks(np.arange(rows) * cell_h + cell_h / 2 - 1, list(row_labels), fontsize=ROW_LABEL_FONT)
     if column_labels is None:
         ax.set_xticks([])
     else:
-        ax.set_xticks(np.arange(cols) * cell_w + cell_w / 2 - 1, list(column_labels), fontsize=6)
+        ax.set_xticks(np.arange(cols) * cell_w + cell_w / 2 - 1, list(column_labels),
+                      fontsize=ROW_LABEL_FONT)
     ax.xaxis.tick_top()
-    ax.tick_params(length=0)
-    if title:  # wrapped to the figure's width (about 5.5 pixels a character at this size)
-        fig.suptitle(textwrap.fill(title, max(20, int(width / 5.5))), fontsize=7,
-                     y=1 - 4 / height, va="top")
+    ax.tick_params(length=0, pad=MARGIN_PX * 72 / DPI)
+    if title:
+        fig.suptitle("\n".join(layout["title_lines"]), fontsize=TITLE_FONT,
+                     y=1 - MARGIN_PX / height, va="top", linespacing=1.2)
     return _save(fig, path, tight=False)
+
+
+def image_rows_size(rows: int, cols: int, *, row_labels, column_labels=None,
+                    title: str = "") -> tuple[int, int]:
+    """(width, height) in pixels of :func:`image_rows` (and :func:`latent_traversals`) of
+    ``rows`` by ``cols`` images: the grid of ``TRAVERSAL_CELL_PX`` cells, on its left the
+    widest row label, above it the title's lines (wrapped to the width) and the column
+    labels, each band only as tall as what it holds."""
+    return _rows_layout(rows, cols, row_labels, column_labels, title)["size"]
+
+
+def _rows_layout(rows: int, cols: int, row_labels, column_labels, title: str) -> dict:
+    """The margins (left, top), the size and the title's wrapped lines of an image_rows picture."""
+    left = max((_text_px(label, ROW_LABEL_FONT) for label in row_labels), default=0) + 2 * MARGIN_PX
+    width = left + cols * TRAVERSAL_CELL_PX + TRAVERSAL_RIGHT_PX
+    title_lines = _wrap(title, width - 2 * MARGIN_PX, TITLE_FONT) if title else []
+    top = (MARGIN_PX + len(title_lines) * TITLE_LINE_PX + MARGIN_PX * bool(title_lines)
+           + (COLUMN_LABELS_PX if column_labels is not None else MARGIN_PX))
+    return dict(left=left, top=top, size=(width, top + rows * TRAVERSAL_CELL_PX),
+                title_lines=title_lines)
+
+
+def _text_px(text: str, points: float) -> int:
+    """Width in pixels of one line of ``text`` at ``points`` in matplotlib's default font."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    width, _, _ = TextToPath().get_text_width_height_descent(
+        text, FontProperties(size=points), ismath=False)  # in points
+    return int(np.ceil(width * DPI / 72))
+
+
+def _wrap(text: str, width_px: int, points: float) -> list[str]:
+    """``text`` in lines no wider than ``width_px`` (a word wider than that has a line alone)."""
+    lines = []
+    for word in text.split():
+        if lines and _text_px(f"{lines[-1]} {word}", points) <= width_px:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
 
 
 def class_activation_heatmap(freq: np.ndarray, path: str, *, class_names=None,

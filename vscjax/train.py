@@ -112,8 +112,9 @@ class Trainer:
         return self.program.abstract_state()
 
     def evaluate(self, state: TrainState, dataset: data.Dataset | None = None) -> dict:
-        """Exact (hard-spike) and relaxed negative ELBO, the leak (relaxed training only) and
-        sparsity, as means over ``dataset`` (default: the validation split).
+        """Exact (hard-spike) negative ELBO, the relaxed one and the leak (relaxed training only:
+        ``objective.leak_applies``), and sparsity, as means over ``dataset`` (default: the
+        validation split).
 
         Every evaluation uses the same noise, so two evaluations of one state agree exactly;
         each process feeds only its own rows (``vscjax.evaluation_loop``).
@@ -124,8 +125,9 @@ class Trainer:
                                            mesh=self.mesh)
         means = {k: v for k, v in evaluation_loop.mean_terms(terms).items()
                  if not np.isnan(v)}  # terms that do not apply to this prior are NaN
-        if not objective.leak_applies(self.config.objective):
+        if not objective.leak_applies(self.config.objective):  # the relaxed sample was never trained
             means.pop("leak", None)
+            means.pop("relaxed_neg_elbo", None)
         return means
 
 
@@ -301,6 +303,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         resumed_from = None if restored is None else start
         if restored is not None:
             logging.info("resuming from step %d in %s", start, workdir)
+        if multihost.is_writer():
+            if start > t.num_steps:
+                logging.warning("the newest checkpoint in %s is step %d, past train.num_steps=%d: "
+                                "nothing to train, step %d is evaluated (another --workdir trains %d "
+                                "steps afresh)", workdir, start, t.num_steps, start, t.num_steps)
+            for line in objective.unfinished_schedules(config.objective, t.num_steps):
+                logging.warning(line)
         log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
         cleanup.callback(log.close)
         log.start(start, resumed_from)
@@ -427,9 +436,9 @@ def summarise(summary: dict) -> str:
              f"validation exact -ELBO   {summary['exact_neg_elbo']:9.2f} nats "
              f"(recon {summary['recon']:.2f}, slab KL {summary['slab_kl']:.2f}, "
              f"spike KL {summary['spike_kl']:.2f})",
-             f"validation relaxed -ELBO {summary['relaxed_neg_elbo']:9.2f} nats "
-             + (f"(leak {summary['leak']:.2f})" if "leak" in summary
-                else "(leak n/a: trained on hard spikes)"),
+             (f"validation relaxed -ELBO {summary['relaxed_neg_elbo']:9.2f} nats "
+              f"(leak {summary['leak']:.2f})" if "leak" in summary
+              else "validation relaxed -ELBO and leak n/a (trained on hard spikes)"),
              f"active dims: expected {summary['expected_active']:.2f}, "
              f"gamma > 0.5 {summary['active_count']:.2f}"]
     if summary["nonfinite_steps"]:
