@@ -27,3 +27,16 @@ def mnist_dir():
     if not os.path.exists(os.path.join(path, "train-images-idx3-ubyte.gz")):
         pytest.skip(f"MNIST IDX files not found in {path}")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """In CI (the environment variable CI set) tests marked ``grid`` are skipped unless ``-m``
+    selects them: each is one case of a grid whose representative cases run everywhere, and
+    the whole grid runs with ``python -m pytest -m grid`` (about half an hour on 2 cores)."""
+    if not os.environ.get("CI") or config.getoption("markexpr"):
+        return
+    skip = pytest.mark.skip(reason="a case of a grid whose representatives run in CI "
+                                   "(the whole grid: python -m pytest -m grid)")
+    for item in items:
+        if "grid" in item.keywords:
+            item.add_marker(skip)
