@@ -55,15 +55,15 @@ class LatentHeads(nnx.Module):
     reshaped), which is also the layout of checkpoints written before the heads had their own
     latent axis.
 
-    ``latent_split``: the latent axis is split over devices. Then the product contracts the
-    three-axis kernel as it is; otherwise it is the plain matrix product with the kernel seen
-    as [in, num_heads * L] (the same memory, no copy), which XLA's CPU backend runs without the
-    transposes it makes of a three-axis kernel, and which is ``nnx.Linear``'s computation bit for
-    bit.
+    ``three_axis``: the product contracts the three-axis kernel as it is (needed when the latent
+    axis is split over devices; :func:`three_axis_heads` chooses); otherwise it is the plain
+    matrix product with the kernel seen as [in, num_heads * L] (the same memory, no copy), which
+    XLA's CPU backend runs without the transposes it makes of a three-axis kernel, and which is
+    ``nnx.Linear``'s computation bit for bit.
     """
 
     def __init__(self, in_features: int, num_heads: int, latent_dim: int, *, dtype=jnp.float32,
-                 latent_split: bool = False, rngs: nnx.Rngs):
+                 three_axis: bool = False, rngs: nnx.Rngs):
         kernel_key = rngs.params()
         kernel = nnx.initializers.lecun_normal()(kernel_key, (in_features, num_heads * latent_dim))
         self.kernel = nnx.Param(kernel.reshape(in_features, num_heads, latent_dim))
@@ -71,12 +71,12 @@ class LatentHeads(nnx.Module):
         del bias_key
         self.bias = nnx.Param(jnp.zeros((num_heads, latent_dim), jnp.float32))
         self.dtype = dtype
-        self.latent_split = latent_split
+        self.three_axis = three_axis
 
     def __call__(self, h: jax.Array) -> jax.Array:
         kernel, bias = self.kernel[...].astype(self.dtype), self.bias[...].astype(self.dtype)
         h = h.astype(self.dtype)
-        if self.latent_split:
+        if self.three_axis:
             out = jax.lax.dot_general(h, kernel, (((1,), (0,)), ((), ())))  # [B, num_heads, L]
         else:
             flat = h @ kernel.reshape(kernel.shape[0], -1) + bias.reshape(-1)  # [B, num_heads * L]
@@ -91,13 +91,13 @@ class MLPEncoder(nnx.Module):
     """Flattened image -> hidden ReLU layers -> ``num_heads`` linear heads of size L."""
 
     def __init__(self, in_features: int, hidden: Sequence[int], latent_dim: int, num_heads: int,
-                 *, dtype=jnp.float32, latent_split: bool = False, rngs: nnx.Rngs):
+                 *, dtype=jnp.float32, three_axis: bool = False, rngs: nnx.Rngs):
         sizes = [in_features, *hidden]
         self.layers = nnx.List([
             nnx.Linear(a, b, dtype=dtype, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])
         ])
         self.heads = LatentHeads(sizes[-1], num_heads, latent_dim, dtype=dtype,
-                                 latent_split=latent_split, rngs=rngs)
+                                 three_axis=three_axis, rngs=rngs)
         self.num_heads = num_heads
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -144,7 +144,7 @@ class ConvEncoder(nnx.Module):
     """Stride-2 4x4 convolutions down to 4x4, then linear heads (32x32 or 64x64 images)."""
 
     def __init__(self, image_shape: Sequence[int], channels: int, latent_dim: int, num_heads: int,
-                 *, dtype=jnp.float32, latent_split: bool = False, rngs: nnx.Rngs):
+                 *, dtype=jnp.float32, three_axis: bool = False, rngs: nnx.Rngs):
         depth = _conv_depth(image_shape)
         widths = [image_shape[2]] + [channels * 2**i for i in range(depth)]
         self.convs = nnx.List([
@@ -152,7 +152,7 @@ class ConvEncoder(nnx.Module):
             for a, b in zip(widths[:-1], widths[1:])
         ])
         self.heads = LatentHeads(16 * widths[-1], num_heads, latent_dim, dtype=dtype,
-                                 latent_split=latent_split, rngs=rngs)
+                                 three_axis=three_axis, rngs=rngs)
         self.num_heads = num_heads
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
@@ -286,15 +286,15 @@ class VSC(nnx.Module):
       class_offsets: "signed" or "nonnegative" class offsets of the class-mask prior.
       alpha: prior spike probability; the class-mask prior starts there.
       dtype: compute dtype of matmuls and activations ("float32" or "bfloat16").
-      latent_split: the latent axis is split over devices (``mesh.latent > 1``): the encoder
-        heads' product is written for that (:class:`LatentHeads`); the parameters are the same.
+      three_axis_heads: the encoder heads contract their [in, 3, L] kernel as three axes
+        (:class:`LatentHeads`, :func:`three_axis_heads`); the parameters are the same either way.
     """
 
     def __init__(self, image_shape: Sequence[int], latent_dim: int, *, architecture: str = "mlp",
                  hidden: Sequence[int] = (400,), conv_channels: int = 32,
                  likelihood: str = "bernoulli", prior: str = "fixed", num_pseudo_inputs: int = 10,
                  pseudo_sharpness: float = 10.0, num_classes: int = 0, alpha: float = 0.01,
-                 class_offsets: str = "signed", dtype: str = "float32", latent_split: bool = False,
+                 class_offsets: str = "signed", dtype: str = "float32", three_axis_heads: bool = False,
                  rngs: nnx.Rngs):
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; expected one of {PRIORS}")
@@ -309,12 +309,12 @@ class VSC(nnx.Module):
         k = likelihood_outputs(likelihood)
         if architecture == "mlp":
             self.encoder = MLPEncoder(math.prod(image_shape), hidden, latent_dim, num_heads,
-                                      dtype=compute, latent_split=latent_split, rngs=rngs)
+                                      dtype=compute, three_axis=three_axis_heads, rngs=rngs)
             self.decoder = MLPDecoder(latent_dim, tuple(reversed(hidden)), image_shape, k,
                                       dtype=compute, rngs=rngs)
         else:
             self.encoder = ConvEncoder(image_shape, conv_channels, latent_dim, num_heads,
-                                       dtype=compute, latent_split=latent_split, rngs=rngs)
+                                       dtype=compute, three_axis=three_axis_heads, rngs=rngs)
             self.decoder = ConvDecoder(latent_dim, image_shape, conv_channels, k, dtype=compute, rngs=rngs)
         if prior == "pseudo_inputs":
             self.prior = PseudoInputPrior(image_shape, num_pseudo_inputs, pseudo_sharpness, rngs=rngs)
@@ -347,12 +347,26 @@ class VSC(nnx.Module):
         return jax.nn.sigmoid(out[0]) if self.likelihood == "bernoulli" else out[0]
 
 
+def three_axis_heads(latent_split: bool, platform: str) -> bool:
+    """Whether the encoder heads contract their [in, 3, L] kernel as three axes
+    (:class:`LatentHeads`): where the latent axis is split over devices (it must stay an axis of
+    its own), and on TPU, where the compiler fuses the three-axis product with its neighbours
+    (fewer bytes a step by its cost model); elsewhere the plain matrix product, which XLA's CPU
+    backend runs without transposing the kernel.
+
+    Args:
+      latent_split: the latent axis is split over devices (``config.mesh.latent > 1``).
+      platform: the devices' platform ("cpu", "gpu", "tpu").
+    """
+    return latent_split or platform == "tpu"
+
+
 def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, alpha: float,
-                key: jax.Array, latent_split: bool = False) -> VSC:
+                key: jax.Array, three_axis_heads: bool = False) -> VSC:
     """A VSC model from the ``config.model`` block, the data's image shape and class count.
 
     ``key`` seeds the initial parameters (a run passes its "init" stream, :mod:`vscjax.rng`);
-    ``latent_split``: the latent axis is split over devices (:class:`VSC`).
+    ``three_axis_heads``: how the encoder heads contract (:func:`three_axis_heads`).
     """
     return VSC(
         image_shape,
@@ -368,7 +382,7 @@ def build_model(model_config, image_shape: Sequence[int], num_classes: int, *, a
         alpha=alpha,
         class_offsets=model_config.class_offsets,
         dtype=model_config.dtype,
-        latent_split=latent_split,
+        three_axis_heads=three_axis_heads,
         rngs=nnx.Rngs(params=key),
     )
 

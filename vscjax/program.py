@@ -21,7 +21,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vscjax import feeding, resident, rng, sharding
-from vscjax.models import VSC, build_model, latent_axes
+from vscjax.models import VSC, build_model, latent_axes, three_axis_heads
 from vscjax.state import TrainState, make_optimizer
 from vscjax.train_step import make_multi_step, make_train_step, skip_for
 
@@ -54,12 +54,17 @@ class DataSpec:
 
 
 def abstract_model(config: ml_collections.ConfigDict, image_shape: Sequence[int],
-                   num_classes: int) -> VSC:
-    """``config``'s model with shapes and dtypes in place of its parameters: nothing allocated."""
-    return nnx.eval_shape(lambda: build_model(config.model, tuple(image_shape), num_classes,
-                                              alpha=config.objective.alpha,
-                                              key=rng.key(config.seed, "init"),
-                                              latent_split=config.mesh.latent > 1))
+                   num_classes: int, platform: str = "cpu") -> VSC:
+    """``config``'s model for devices of ``platform``, with shapes and dtypes in place of its
+    parameters: nothing allocated."""
+    return nnx.eval_shape(lambda: _build(config, image_shape, num_classes, platform))
+
+
+def _build(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int,
+           platform: str) -> VSC:
+    return build_model(config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
+                       key=rng.key(config.seed, "init"),
+                       three_axis_heads=three_axis_heads(config.mesh.latent > 1, platform))
 
 
 class TrainProgram:
@@ -69,6 +74,9 @@ class TrainProgram:
       config: the run's config.
       data: the :class:`DataSpec` of its training set.
       mesh: the device mesh (every device of every process).
+      platform: its devices' platform ("cpu", "gpu", "tpu"), which picks how some operations are
+        written (:func:`vscjax.models.three_axis_heads`, :func:`vscjax.train_step.skip_for`,
+        :func:`vscjax.resident.decode_for`).
       graphdef: the model's graph definition.
       tx: the optimizer.
       replicated: the sharding of keys, scalars and the parameters without a latent axis.
@@ -85,7 +93,8 @@ class TrainProgram:
         self.config = config
         self.data = data
         self.mesh = mesh
-        model = abstract_model(config, data.image_shape, data.num_classes)
+        self.platform = mesh.devices.flat[0].platform
+        model = abstract_model(config, data.image_shape, data.num_classes, self.platform)
         self.graphdef, self._abstract_params = nnx.split(model)
         self.latent_axes = latent_axes(model)
         self.tx = make_optimizer(config.optimizer, config.train.num_steps)
@@ -93,23 +102,20 @@ class TrainProgram:
         self.batch_sharding = sharding.batch_sharding(mesh)
         self.state_sharding = sharding.state_shardings(jax.eval_shape(self._init), mesh,
                                                        self.latent_axes)
-        platform = mesh.devices.flat[0].platform
         step = make_train_step(self.graphdef, self.tx, config.objective, data.num_classes,
-                               class_major=config.data.balanced, skip=skip_for(platform))
+                               class_major=config.data.balanced, skip=skip_for(self.platform))
         outputs = (self.state_sharding, self.replicated)  # (state, metrics)
         self.train_step = jax.jit(
             step, in_shardings=(self.state_sharding, self.batch_sharding, self.replicated),
             out_shardings=outputs, donate_argnums=0)
         # The inputs arrive placed by their feed; the outputs go where the state lives.
-        self.train_steps = jax.jit(make_multi_step(step, decode=resident.decode_for(platform)),
+        self.train_steps = jax.jit(make_multi_step(step, decode=resident.decode_for(self.platform)),
                                    out_shardings=outputs, donate_argnums=0)
 
     # ------------------------------------------------------------------------- state
 
     def _init(self) -> TrainState:
-        model = build_model(self.config.model, self.data.image_shape, self.data.num_classes,
-                            alpha=self.config.objective.alpha, key=rng.key(self.config.seed, "init"),
-                            latent_split=self.config.mesh.latent > 1)
+        model = _build(self.config, self.data.image_shape, self.data.num_classes, self.platform)
         params = nnx.state(model)
         return TrainState(params=params, opt_state=self.tx.init(params), step=jnp.int32(0),
                           nonfinite_steps=jnp.int32(0))

@@ -28,7 +28,7 @@ from flax import nnx
 from vscjax import checkpoints, evaluation_loop, rng, sharding
 from vscjax.bounds import prior_mixture
 from vscjax.codes import Codes, encode_images
-from vscjax.models import VSC, build_model, latent_axes
+from vscjax.models import VSC, build_model, latent_axes, three_axis_heads
 from vscjax.workdir import read_config, read_dataset_info
 
 BATCH_SIZE = 1000  # images per jitted call
@@ -68,7 +68,9 @@ def restore_model(workdir: str, image_shape: Sequence[int], num_classes: int, *,
     split = mesh is not None and dict(mesh.shape).get(sharding.LATENT_AXIS, 1) > 1
     abstract_model = nnx.eval_shape(lambda: build_model(
         config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
-        key=rng.key(config.seed, "init"), latent_split=split))
+        key=rng.key(config.seed, "init"),
+        three_axis_heads=three_axis_heads(split, jax.devices()[0].platform if mesh is None
+                                          else mesh.devices.flat[0].platform)))
     graphdef, abstract_params = nnx.split(abstract_model)
     placement = (None if mesh is None else
                  sharding.state_shardings(abstract_params, mesh, latent_axes(abstract_model)))
