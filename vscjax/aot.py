@@ -198,6 +198,8 @@ def _compile(lowered, what: str):
         return lowered.compile()
     except Exception as err:  # XLA's errors come as JaxRuntimeError with the compiler's text
         text = str(err).strip().replace("\n", " ")
+        if "RESOURCE_EXHAUSTED" in text:  # the compiler found no room for the temporaries
+            raise CompileError(f"{what} does not fit: {text[:400]}") from None
         raise CompileError(f"{what} does not compile: {text[:400]}") from None
 
 
