@@ -27,6 +27,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from vscjax import evaluate  # noqa: E402
+from vscjax.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from vscjax.config import load_file  # noqa: E402
 from vscjax.experiment import RunInterrupted, train_and_evaluate  # noqa: E402
 from vscjax.tables import fmt  # noqa: E402
@@ -169,8 +170,7 @@ def replace_section(path: str, name: str, lines: list[str]) -> None:
     if not pattern.search(text):
         raise SystemExit(f"make_report.py: {path} has no <!-- report:{name} --> section")
     text = pattern.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
-    with open(path, "w") as f:
-        f.write(text)
+    write_text_atomic(path, text)
 
 
 def evaluate_all(root: str, skip_large_latent: bool) -> tuple[dict, dict]:
@@ -238,8 +238,9 @@ def main(argv=None) -> None:
         return
     results, raw = evaluate_all(args.root, args.skip_large_latent)
     targets = write_tables(results)
-    with open(os.path.join(HERE, "results.json"), "w") as f:
-        json.dump({"rows": results, "provenance": {k: v.get("provenance") for k, v in raw.items()}}, f, indent=1)
+    write_json_atomic(os.path.join(HERE, "results.json"),
+                      {"rows": results, "provenance": {k: v.get("provenance") for k, v in raw.items()}},
+                      indent=1)
     print("\n".join(targets))
 
 

@@ -34,6 +34,7 @@ from flax import nnx
 
 from vscjax import (data, evaluation_loop, faults, feeding, host_memory, multihost, objective,
                     profiling, provenance, resident, rng, sharding, trained)
+from vscjax.atomic import write_text_atomic
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_resume_compatible, validate
 from vscjax.figures import draw_training_figures
@@ -41,8 +42,7 @@ from vscjax.models import VSC
 from vscjax.program import DataSpec, TrainProgram
 from vscjax.state import TrainState
 from vscjax.workdir import (metrics_path, plots_dir, profile_dir, read_metrics, saved_config,
-                            tensorboard_dir, write_config, write_dataset_info, write_summary,
-                            write_text_atomic)
+                            tensorboard_dir, write_config, write_dataset_info, write_summary)
 
 
 
@@ -145,7 +145,7 @@ class MetricsLog:
                 if os.path.exists(self.path) else [])
         self._logged = {(r.get("split"), r["step"]) for r in kept}
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.file = open(self.path, "a")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.writer = SummaryWriter(tensorboard_dir(workdir))
 
     def has(self, split: str, step: int) -> bool:
@@ -165,17 +165,27 @@ class MetricsLog:
             self.writer.add_scalar(f"{split}/{name}", float(value), step)
 
     def _append(self, record: dict) -> None:
-        line = json.dumps(record) + "\n"
+        """Append one line, whole: a write that fails half-way (a full disk) is cut back off,
+        so the file keeps whole lines and the error goes up."""
+        line = (json.dumps(record) + "\n").encode()
         if faults.armed("metrics_append", record["step"]):  # a kill that cuts this very line
-            self.file.write(line[:len(line) // 2])
-            self.file.flush()
+            os.write(self._fd, line[:len(line) // 2])
             faults.point("metrics_append", record["step"])
-        self.file.write(line)
-        self.file.flush()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            rest = memoryview(line)
+            while rest:
+                rest = rest[os.write(self._fd, rest):]
+        except OSError as err:
+            os.ftruncate(self._fd, end)
+            raise OSError(err.errno, err.strerror, self.path) from err
 
     def close(self) -> None:
-        self.file.close()
-        self.writer.close()
+        os.close(self._fd)
+        try:
+            self.writer.close()
+        except OSError as err:  # TensorBoard's own error names no file
+            raise OSError(err.errno, err.strerror, self.writer.logdir) from err
 
 
 class _Interrupted(Exception):
