@@ -13,7 +13,6 @@ import pytest
 
 from helpers import assert_trees_equal, check_record, load_config, saved_state
 from vscjax import data, sharding, train, train_step
-from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, validate
 from vscjax.state import TrainState
 
@@ -73,11 +72,11 @@ def test_train_and_validation_records_of_one_step_describe_one_state(tmp_path):
     train_records = {r["step"]: r for r in records if r.get("split") == "train"}
     assert sorted(validation) == sorted(set(train_records) - {1}) == [10, 20]
     trainer = train.Trainer(config)
-    store = Checkpoints.reader(str(tmp_path))
     for step in (10, 20):
-        state = store.manager.restore(step, args=ocp.args.StandardRestore(trainer.abstract_state()))
+        with ocp.StandardCheckpointer() as checkpointer:
+            state = checkpointer.restore(tmp_path / "checkpoints" / str(step) / "default",
+                                         trainer.abstract_state())
         assert trainer.evaluate(state)["exact_neg_elbo"] == validation[step]["exact_neg_elbo"]
-    store.manager.close()
     # Train record 10 is the loss of the update from step 9's parameters: re-run it from step 0.
     state = trainer.initial_state
     sampler = trainer.sampler()
