@@ -295,3 +295,13 @@ def test_balanced_batches_use_the_class_block_pairwise_path():
     _, m_balanced = balanced.train_step(balanced.initial_state, batch, balanced.key)
     _, m_general = general.train_step(general.initial_state, batch, general.key)
     np.testing.assert_allclose(m_balanced["align"], m_general["align"], rtol=1e-5)
+
+
+def test_balanced_batches_the_labels_cannot_give_are_refused_before_anything_is_written(tmp_path):
+    """data.balanced with a batch of 32 over 10 classes: refused before the workdir gets a
+    checkpoint folder, a config or a metrics log. It used to fail at the first batch, after
+    a resumed run had already rewritten its metrics.jsonl (found by tests/test_fuzz.py)."""
+    workdir = tmp_path / "w"
+    with pytest.raises(data.DataError, match="balanced batches need batch_size"):
+        train.run(load_config("tiny", data__balanced=True, train__batch_size=32), str(workdir))
+    assert os.listdir(workdir) == ["train.lock"]

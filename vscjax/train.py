@@ -32,8 +32,8 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import (data, evaluation_loop, faults, feeding, host_memory, multihost, objective,
-                    profiling, provenance, resident, rng, sharding, trained)
+from vscjax import (data, evaluation_loop, faults, feeding, host_memory, memory, multihost,
+                    objective, profiling, provenance, resident, rng, sharding, trained)
 from vscjax.atomic import write_text_atomic
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_resume_compatible, validate
@@ -72,12 +72,14 @@ class Trainer:
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
+        self.sampler()  # batches these labels cannot give (balanced ones) refused before any work
         self._encoded = resident.encode_pixels(self.train_data.images)  # (codes, levels)
         try:
             self.program = TrainProgram(config, DataSpec.of(self.train_data, self._encoded[1]),
                                         self.mesh)
         except ValueError as err:  # the model cannot take this data, e.g. conv on 8x8 images
             raise ConfigError(f"config key model.architecture: {err} ({d.name})") from None
+        self._check_fits()
         self.graphdef, self.tx = self.program.graphdef, self.program.tx
         self.replicated = self.program.replicated
         self.batch_sharding = self.program.batch_sharding
@@ -85,6 +87,24 @@ class Trainer:
         self.key = self.program.key()
         self.train_step = self.program.train_step
         self.train_steps = self.program.train_steps  # the loop's K-step calls
+
+    def _check_fits(self) -> None:
+        """Refuse, before anything is allocated, a config whose state and batches alone need
+        more memory than a device has (``program.bytes_per_device``)."""
+        parts = self.program.bytes_per_device()
+        device = self.mesh.devices.flat[0]
+        capacity = memory.device_bytes(device)
+        if sum(parts.values()) <= capacity:
+            return
+        largest = max(parts, key=parts.get)
+        key = {"state": "model.latent_dim", "training set": "data.device_budget_mib",
+               "training batches": "train.batch_size", "evaluation batch": "train.eval_batch_size"}[largest]
+        listed = ", ".join(f"{name} {memory.gib(size)}" for name, size in parts.items())
+        raise ConfigError(
+            f"config key {key}: a run needs at least {memory.gib(sum(parts.values()))} per device "
+            f"({listed}), more than the {memory.gib(capacity)} a {device.platform} device has; "
+            "make model.latent_dim, model.hidden or the batch sizes smaller, or split the latent "
+            "dimension over more devices (mesh.latent)")
 
     def model(self, state: TrainState) -> VSC:
         """The NNX model holding ``state``'s parameters."""
