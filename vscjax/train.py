@@ -38,6 +38,7 @@ from vscjax.atomic import write_text_atomic
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_resume_compatible, validate
 from vscjax.figures import draw_training_figures
+from vscjax.lock import workdir_lock
 from vscjax.models import VSC
 from vscjax.program import DataSpec, TrainProgram
 from vscjax.state import TrainState
@@ -311,9 +312,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     from tqdm import tqdm
 
     with _StopSignal() as stop, contextlib.ExitStack() as cleanup:
+        validate(config, len(jax.devices()) if mesh is None else mesh.devices.size)
+        cleanup.enter_context(workdir_lock(workdir))  # before anything reads or writes the workdir
+        check_resume_compatible(saved_config(workdir), config)
         trainer = Trainer(config, mesh)
         t = config.train
-        check_resume_compatible(saved_config(workdir), config)
         checkpoints = Checkpoints(workdir, config)
         cleanup.callback(checkpoints.close)
         restored = checkpoints.restore_latest(trainer.abstract_state())
