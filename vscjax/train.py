@@ -272,6 +272,22 @@ class _StopSignal:
 # ----------------------------------------------------------------------------- the loop
 
 
+def _closing_after(close):
+    """An ``ExitStack`` exit callback that calls ``close``; a failure of ``close`` is raised
+    only when the block itself succeeded, so that it never hides the error that came first
+    (a full disk fails the save, then the close of every writer on that disk)."""
+
+    def exit_callback(exc_type, exc, tb) -> bool:
+        try:
+            close()
+        except Exception:
+            if exc_type is None:
+                raise
+        return False
+
+    return exit_callback
+
+
 def call_length(step: int, train_config: ml_collections.ConfigDict) -> int:
     """Steps of the loop's call that starts at ``step``.
 
@@ -318,7 +334,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         trainer = Trainer(config, mesh)
         t = config.train
         checkpoints = Checkpoints(workdir, config)
-        cleanup.callback(checkpoints.close)
+        cleanup.push(_closing_after(checkpoints.close))
         restored = checkpoints.restore_latest(trainer.abstract_state())
         if multihost.is_writer():  # the others may be reading these files
             write_config(workdir, config)  # only once the workdir's checkpoints are known to fit
@@ -329,7 +345,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
         if restored is not None:
             logging.info("resuming from step %d in %s", start, workdir)
         log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
-        cleanup.callback(log.close)
+        cleanup.push(_closing_after(log.close))
         log.start(start, resumed_from)
         profiler = profiling.StepProfiler(profile_dir(workdir), t.profile_start, t.profile_steps)
         cleanup.callback(profiler.stop)
