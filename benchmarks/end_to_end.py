@@ -30,13 +30,13 @@ grid). Every loop runs on one device.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import tempfile
 import time
 
 from benchmarks import harness
+from vscjax.atomic import write_json_atomic
 from vscjax.tables import fmt
 
 LOOP_INTERVALS = {"smoke": 3, "quick": 6, "full": 10}  # timed intervals of each loop run
@@ -260,7 +260,6 @@ def run(args, header: dict, log) -> None:
         ],
         "wall_s": time.perf_counter() - began,
     }
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json_atomic(out, report, indent=2)
     print(markdown_table(results) if args.readme_table else report_text(report))
     log(f"wrote {out}")

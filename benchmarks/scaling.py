@@ -64,6 +64,7 @@ import tempfile
 import time
 
 from benchmarks import harness
+from vscjax.atomic import replace_file, write_json_atomic
 from vscjax.tables import fmt
 
 FRAMEWORKS = ("vscjax", "torch", "torch.compile")
@@ -232,8 +233,7 @@ def run_job(job: dict) -> None:
     except Exception as err:  # recorded by the parent; a larger L of this series is skipped
         result = {"status": "OOM" if _is_oom(err) else "failed",
                   "error": f"{type(err).__name__}: {err}"[:2000]}
-    with open(job["result"], "w") as f:
-        json.dump(result, f)
+    write_json_atomic(job["result"], result)
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -423,7 +423,8 @@ def plot(points: list[dict], fits: list[dict], path: str) -> None:
     time_ax.set_title("training step time")
     mem_ax.set_title("peak memory (child RSS - baseline)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with replace_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -509,8 +510,7 @@ def main(argv=None) -> None:
         "largest_latent": largest_latent(points), "sharded": sharded,
         "wall_s": time.perf_counter() - began,
     }
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json_atomic(out, report, indent=2)
     written = [out]
     if any(p["status"] == "ok" for p in points):
         written.append(os.path.splitext(out)[0] + ".png")

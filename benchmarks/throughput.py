@@ -29,6 +29,7 @@ import sys
 import time
 
 from benchmarks import end_to_end, harness
+from vscjax.atomic import replace_file, write_json_atomic
 from vscjax.tables import fmt
 
 
@@ -88,7 +89,8 @@ def plot(results: list[dict], path: str) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with replace_file(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -224,8 +226,7 @@ def main(argv=None) -> None:
              if args.device == "gpu" else []),
         "wall_s": time.perf_counter() - began,
     }
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json_atomic(out, report, indent=2)
     written = [out]
     if results:
         written.append(os.path.splitext(out)[0] + ".png")

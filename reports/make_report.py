@@ -34,6 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from vscjax import evaluate  # noqa: E402
+from vscjax.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from vscjax.config import load_file  # noqa: E402
 from vscjax.experiment import RunInterrupted, train_and_evaluate  # noqa: E402
 from vscjax.tables import fmt  # noqa: E402
@@ -280,8 +281,7 @@ def replace_section(path: str, name: str, lines: list[str]) -> None:
     if not pattern.search(text):
         raise SystemExit(f"make_report.py: {path} has no <!-- report:{name} --> section")
     text = pattern.sub(lambda m: m.group(1) + "\n".join(lines) + "\n" + m.group(2), text)
-    with open(path, "w") as f:
-        f.write(text)
+    write_text_atomic(path, text)
 
 
 def row_jobs(only: list[str], skip_large_latent: bool) -> list[tuple[str, str]]:
@@ -402,9 +402,7 @@ def main(argv=None) -> None:
         return
     results, raw = evaluate_rows(args.root, row_jobs(args.only, args.skip_large_latent))
     path = os.path.join(HERE, "results.json")
-    merged = merge_results(path, results, raw)
-    with open(path, "w") as f:
-        json.dump(merged, f, indent=1)
+    write_json_atomic(path, merge_results(path, results, raw), indent=1)
     print("\n".join(write_tables(read_results(path))))
 
 

@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from vscjax import evaluate  # noqa: E402
+from vscjax.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from vscjax.config import load_file  # noqa: E402
 from vscjax.experiment import RunInterrupted, train_and_evaluate  # noqa: E402
 from vscjax.tables import fmt  # noqa: E402
@@ -158,11 +159,10 @@ def main(argv=None) -> None:
     print(table)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            f.write(f"Validation split. `python reports/sweep.py {' '.join(argv or sys.argv[1:])}`\n\n"
-                    + table + f"\n\n{trained_at(workdirs)}\n")
-        with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-            json.dump(rows, f, indent=1)
+        write_text_atomic(args.out, f"Validation split. `python reports/sweep.py "
+                                    f"{' '.join(argv or sys.argv[1:])}`\n\n" + table
+                                    + f"\n\n{trained_at(workdirs)}\n")
+        write_json_atomic(os.path.splitext(args.out)[0] + ".json", rows, indent=1)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import sys
 from make_report import replace_section
 
 from vscjax import aot, provenance
+from vscjax.atomic import write_json_atomic
 from vscjax.config import load_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -183,9 +184,7 @@ def main() -> None:
                   "latent_split": split,
                   "command": " ".join(["python reports/tpu_slices.py", *sys.argv[1:]]),
                   "provenance": provenance.record(extra_packages=("libtpu",))}
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(args.out + ".tmp", args.out)
+        write_json_atomic(args.out, record, indent=2)
         if not args.configs and not args.no_largest_latent:
             readme = os.path.join(ROOT, "README.md")
             replace_section(readme, "tpu_configs", config_table(rows, args.topology))

@@ -4,6 +4,7 @@ traceback."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO_ROOT, write_idx
-from vscjax import faults
+from vscjax import evaluate, faults
 
 TINY = os.path.join(REPO_ROOT, "configs", "tiny.py")
 
@@ -53,10 +54,40 @@ def test_cli_trains_tiny_config(tmp_path):
                                                "takes 32x32 or 64x64 images, got (8, 8, 1)"]),
     (["--config.data.source=shapes", "--config.data.name=shapes-1"], 1,
      ["config key data.name: unknown shapes grid 'shapes-1'"]),
+    (["--config.optimizer.learning_rate=nan"], 1, ["config key optimizer.learning_rate: must be a "
+                                                   "finite number > 0, got nan"]),
+    (["--config.model.latent_dim=2000000000"], 1, ["config key model.latent_dim: a run needs at least",
+                                                   "GiB per device"]),
 ])
 def test_impossible_config_is_named_in_one_line(tmp_path, args, devices, words):
     _assert_one_line(_run("--config", TINY, *args, "--workdir", str(tmp_path), devices=devices), *words)
     assert not os.path.exists(tmp_path / "checkpoints")  # stopped before any work
+
+
+def test_a_misspelt_key_of_the_default_config_is_named_in_one_line(tmp_path):
+    """Without --config the default config's overrides are checked as with it (they once
+    raised a traceback while the flag was defined)."""
+    _assert_one_line(_run("--config.train.num_step=300", "--workdir", str(tmp_path)),
+                     "bad flag or config override", "num_step", 'Did you mean "num_steps"')
+
+
+def test_a_missing_config_file_is_named_with_the_shipped_ones(tmp_path):
+    _assert_one_line(_run("--config", "configs/nope.py", "--workdir", str(tmp_path)),
+                     "config file not found: configs/nope.py", "configs: default.py, fashion_mnist.py")
+
+
+@pytest.mark.parametrize("source, words", [
+    ("def get_config(:\n", ["line 1: SyntaxError: invalid syntax"]),
+    ("x = 1\n", ["has no get_config() function"]),
+    ("def get_config():\n    return 3\n", ["get_config() returned 3 (a int), not an ml_collections"]),
+    ("def get_config():\n    raise RuntimeError('boom')\n", ["line 2: RuntimeError: boom"]),
+])
+def test_a_config_file_that_fails_is_named_in_one_line(tmp_path, source, words):
+    path = tmp_path / "bad.py"
+    path.write_text(source)
+    _assert_one_line(_run("--config", str(path), "--workdir", str(tmp_path / "w")),
+                     f"train.py: config file {path}", *words)
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("write, words", [
@@ -146,3 +177,39 @@ def test_evaluate_names_labels_outside_the_training_classes_in_one_line(idx_run)
 def test_evaluate_names_a_missing_workdir_in_one_line(tmp_path):
     _assert_one_line(_run("--workdir", str(tmp_path / "nowhere"), module="vscjax.evaluate"),
                      "no config.json in")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--probe-train", "0"], "probe_train (--probe-train) must be an integer >= 2, got 0"),
+    (["--pairs", "0"], "pairs (--pairs) must be an integer >= 1, got 0"),
+    (["--iw-samples", "-3"], "iw_samples (--iw-samples) must be an integer >= 0, got -3"),
+    (["--pairs", "abc"], "argument --pairs: invalid int value: 'abc'"),
+    (["--pairs", str(10**16)], "--pairs 10,000,000,000,000,000 needs"),
+    (["--iw-samples", str(10**13)], "--iw-samples 10,000,000,000,000 needs"),
+])
+def test_evaluate_refuses_counts_out_of_range_before_any_work(idx_run, flags, words):
+    """Each once overwrote eval.json with n/a, or failed after the work, or ran out of memory."""
+    path = idx_run["workdir"] / "eval_validation.json"
+    path.write_text('{"an earlier": "evaluation"}')
+    with pytest.raises(SystemExit) as raised:
+        evaluate.main(["--workdir", str(idx_run["workdir"]), "--split", "validation", "--no-plots", *flags])
+    message = str(raised.value.code)
+    assert message.startswith("vscjax.evaluate: ") and words in message and "\n" not in message, message
+    assert path.read_text() == '{"an earlier": "evaluation"}'
+
+
+@pytest.mark.slow
+def test_hand_edited_files_are_named_in_one_line(idx_run, tmp_path):
+    """A metrics.jsonl line and a config.json value edited by hand: train.py and
+    vscjax.evaluate name the file (and the line or key) instead of raising deep inside."""
+    workdir = tmp_path / "w"
+    shutil.copytree(idx_run["workdir"], workdir)
+    metrics = workdir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines()
+    metrics.write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
+    args = [*idx_run["args"][:-1], str(workdir)]
+    _assert_one_line(_run(*args), f"{metrics} line 2 is not JSON")
+    config = workdir / "config.json"
+    config.write_text(config.read_text().replace('"eval_every": 0', '"eval_every": -7'))
+    _assert_one_line(_run("--workdir", str(workdir), "--split", "validation", module="vscjax.evaluate"),
+                     f"{config}: config key train.eval_every: must be an integer >= 0, got -7")

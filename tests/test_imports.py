@@ -22,8 +22,8 @@ def test_training_never_imports_the_evaluation():
     assert "vscjax.evaluate" not in loaded and "vscjax.experiment" not in loaded
 
 
-@pytest.mark.parametrize("module", ["metrics", "spike_slab", "alignment", "tables"])
-def test_the_math_and_the_table_formatter_import_no_other_module_of_ours(module):
+@pytest.mark.parametrize("module", ["metrics", "spike_slab", "alignment", "tables", "atomic", "cli"])
+def test_the_math_and_the_small_helpers_import_no_other_module_of_ours(module):
     loaded = _modules_after(f"import vscjax.{module}")
     assert {name for name in loaded if name.startswith("vscjax.")} == {f"vscjax.{module}"}
 

@@ -53,7 +53,6 @@ def test_load_reads_no_optimizer_state(workdir, tmp_path):
     whole = checkpoints.Checkpoints.reader(str(copy))
     with pytest.raises(checkpoints.CheckpointMismatchError, match="opt_state.* is not in the checkpoint"):
         whole.restore_latest(abstract(state, jax.sharding.SingleDeviceSharding(jax.devices()[0])))
-    whole.manager.close()
     assert_trees_equal(vscjax.load(str(copy)).params, vscjax.load(str(workdir)).params)
 
 
@@ -91,6 +90,43 @@ def test_class_masks_are_the_learned_prior(workdir):
     expected = 1 / (1 + np.exp(-(np.asarray(prior.shared[...])[None] + np.asarray(prior.offset[...]))))
     assert model.class_masks.shape == (10, 16)
     np.testing.assert_allclose(model.class_masks, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, x: m.encode(np.full_like(x, np.nan)), "images hold 320 values that are not finite"),
+    (lambda m, x: m.encode(x * 255), "images must hold values in [0, 1], the range the model was "
+                                     "trained on; these span [0, 255] (divide 8-bit images by 255)"),
+    (lambda m, x: m.encode(x[..., 0]), "images must be [N, 8, 8, 1], got shape (5, 8, 8)"),
+    (lambda m, x: m.encode(x[:0]), "images must hold at least one row"),
+    (lambda m, x: m.encode(np.array(["a"])), "images must be real numbers"),
+    (lambda m, x: m.decode(np.full((2, 16), np.inf)), "codes hold 32 values that are not finite"),
+    (lambda m, x: m.sample(0, jax.random.key(0)), "n must be a positive integer, got 0"),
+    (lambda m, x: m.sample(2.5, jax.random.key(0)), "n must be a positive integer, got 2.5"),
+    (lambda m, x: m.sample(2, jax.random.key(0), label=3.7),
+     "label must be an integer class in [0, 10), got 3.7"),
+    (lambda m, x: m.sample(2, jax.random.key(0), label=True), "label must be an integer class"),
+    (lambda m, x: m.sample(2, jax.random.key(0), label=-1), "label must be an integer class"),
+    (lambda m, x: m.sample(2, 0), "key must be one JAX random key (jax.random.key(0)), got 0"),
+])
+def test_a_loaded_models_methods_refuse_values_it_was_not_trained_on(workdir, call, words):
+    """Each of these once gave an answer (NaN codes, codes of 0..255 images, the samples of
+    class 3 for 3.7) or a message from deep inside."""
+    model = vscjax.load(str(workdir))
+    images = data.load("digits", "digits", "test").images[:5]  # [5, 8, 8, 1]
+    with pytest.raises(ValueError) as raised:
+        call(model, images)
+    assert words in str(raised.value) and "\n" not in str(raised.value), str(raised.value)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(batch_size=0), "batch_size must be a positive integer, got 0"),
+    (dict(image_shape=(8, 8)), "image_shape must be three positive integers (H, W, C), got (8, 8)"),
+    (dict(num_classes=0, image_shape=(8, 8, 1)), "num_classes must be a positive integer, got 0"),
+])
+def test_load_refuses_impossible_arguments(workdir, kwargs, words):
+    with pytest.raises(ValueError) as raised:
+        vscjax.load(str(workdir), **kwargs)
+    assert str(raised.value) == words
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -132,7 +168,7 @@ def test_class_mask_samples_follow_their_classs_spike_probabilities():
     images = sampler.sample(5, jax.random.key(1), label=2)
     np.testing.assert_allclose(images, sampler.decode(sampler.sample_latents(5, jax.random.key(1), label=2)))
     assert images.shape == (5, 8, 8, 1)
-    with pytest.raises(ValueError, match=r"label 3 is outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"label must be an integer class in \[0, 3\), got 3"):
         sampler.sample(2, jax.random.key(0), label=3)
 
 

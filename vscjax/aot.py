@@ -36,11 +36,9 @@ import os
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-import argparse  # noqa: E402
 import ast  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -48,7 +46,8 @@ import time  # noqa: E402
 
 import ml_collections  # noqa: E402
 
-from vscjax import data, evaluation_loop, hlo_costs, provenance, sharding  # noqa: E402
+from vscjax import cli, data, evaluation_loop, hlo_costs, provenance, sharding  # noqa: E402
+from vscjax.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from vscjax.config import ConfigError, load_file, validate  # noqa: E402
 from vscjax.program import DataSpec, TrainProgram, leaf_bytes_per_device  # noqa: E402
 
@@ -392,8 +391,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def main(argv=None) -> int:
     """The command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m vscjax.aot",
-                                     description=__doc__.split("\n")[0])
+    parser = cli.OneLineParser(prog="python -m vscjax.aot", description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=DEFAULT_CONFIG,
                         help="a config file (default: configs/default.py)")
     parser.add_argument("--topology", required=True,
@@ -408,19 +406,19 @@ def main(argv=None) -> int:
         report = analyse(config, args.topology, instructions=max(args.instructions, 0),
                          log=lambda line: print(line, file=sys.stderr))
         if args.hlo:
-            with open(args.hlo, "w") as f:
-                f.write(report["hlo_text"])
-    except (ConfigError, CompileError, data.DataError, OSError) as err:
+            write_text_atomic(args.hlo, report["hlo_text"])
+        print(format_report(report))
+        if args.json:
+            record = {k: v for k, v in report.items() if k not in ("instruction_table", "hlo_text")}
+            record["provenance"] = {**provenance.record(extra_packages=("libtpu",)),
+                                    "command": " ".join(["python -m vscjax.aot", *(argv or sys.argv[1:])])}
+            write_json_atomic(args.json, record, indent=2)
+    except OSError as err:
+        print(f"vscjax.aot: {cli.os_error_line(err)}", file=sys.stderr)
+        return 1
+    except (ConfigError, CompileError, data.DataError) as err:
         print(f"vscjax.aot: {err}", file=sys.stderr)
         return 1
-    print(format_report(report))
-    if args.json:
-        record = {k: v for k, v in report.items() if k not in ("instruction_table", "hlo_text")}
-        record["provenance"] = {**provenance.record(extra_packages=("libtpu",)),
-                                "command": " ".join(["python -m vscjax.aot", *(argv or sys.argv[1:])])}
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
     if not report["fits"]:
         over = report["hbm_needed_bytes"] - report["hbm_per_chip_bytes"]
         print(f"vscjax.aot: does not fit: needs {report['hbm_needed_bytes'] / GIB:.2f} GiB per chip, "

@@ -19,6 +19,12 @@ the two) is sealed when it is restored. On restore:
 
 Nothing good is ever moved or overwritten.
 
+Readers (``vscjax.load``, ``vscjax.evaluate``) need no lock and may read while a run trains in
+the workdir: each read targets one checkpoint folder (metadata, checksums and arrays of the
+one step chosen), and a checkpoint deleted under the reader by the run's ``max_to_keep`` is
+not taken for corrupt: the newest checkpoint is chosen again. Failures to write (a full disk,
+a read-only folder) are raised as the ``OSError`` behind orbax's own exception.
+
 Several processes: every process saves and restores (orbax writes each process's part);
 process 0 alone writes the checksums and moves bad checkpoints. Which checkpoint is restored
 is agreed: process 0 checks the checksums, every process tries the restore, and a checkpoint
@@ -34,21 +40,24 @@ import json
 import logging
 import math
 import os
+import re
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from vscjax import faults, multihost
-from vscjax.workdir import checkpoints_dir, corrupt_dir, write_json_atomic
+from vscjax.atomic import write_json_atomic
+from vscjax.workdir import checkpoints_dir, corrupt_dir
 
 CHECKSUMS_FILE = "checksums.json"
 ITEM_DIR = "default"  # the folder of the train state inside a step's checkpoint
 MISMATCHES_SHOWN = 3  # differences named in a CheckpointMismatchError
-READ_ONLY_NOTICE = "Given directory is read only"  # orbax's warning on opening a read-only manager
+VANISHED_RETRIES = 10  # checkpoints deleted under a reader before it gives up
 
 
 class CheckpointMismatchError(ValueError):
@@ -183,70 +192,86 @@ class _FaultPointTemporaryPath(ocp.path.atomicity.AtomicRenameTemporaryPath):
         await super().finalize()
 
 
-class _DropReadOnlyNotice(logging.Filter):
-    """Drops orbax's "Given directory is read only" warning, which every read-only manager logs."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(READ_ONLY_NOTICE)
-
-
-@contextlib.contextmanager
-def _quiet_read_only_notice():
-    """Within: orbax's notice that a manager is read-only is not logged (a reader asks for that
-    on purpose; the notice would greet every ``vscjax.load``). Orbax logs through absl."""
-    logger, notice_filter = logging.getLogger("absl"), _DropReadOnlyNotice()
-    logger.addFilter(notice_filter)
-    try:
-        yield
-    finally:
-        logger.removeFilter(notice_filter)
-
-
 class Checkpoints:
-    """Saves and restores train states under ``<workdir>/checkpoints``."""
+    """Saves and restores train states under ``<workdir>/checkpoints``.
+
+    Saving goes through orbax's ``CheckpointManager`` (which keeps ``train.max_to_keep``
+    checkpoints, deleting older ones); reading does not need it: the committed checkpoints
+    are the folders named by a step, each read on its own.
+    """
 
     def __init__(self, workdir: str, config: ml_collections.ConfigDict):
         self.workdir = os.path.abspath(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.read_only = False
         self._unsealed = None
-        self.manager = ocp.CheckpointManager(
-            checkpoints_dir(self.workdir),
-            item_handlers=ocp.StandardCheckpointHandler(),  # reads the arrays' metadata too
-            options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
-                                                 cleanup_tmp_directories=True,
-                                                 temporary_path_class=_FaultPointTemporaryPath),
-        )
+        with self._os_errors():
+            self.manager = ocp.CheckpointManager(
+                checkpoints_dir(self.workdir),
+                item_handlers=ocp.StandardCheckpointHandler(),
+                options=ocp.CheckpointManagerOptions(max_to_keep=config.train.max_to_keep, create=True,
+                                                     cleanup_tmp_directories=True,
+                                                     temporary_path_class=_FaultPointTemporaryPath),
+            )
 
     @classmethod
     def reader(cls, workdir: str) -> "Checkpoints":
-        """Read-only access to a workdir made by ``train.py``: writes nothing, keeps everything."""
+        """Read-only access to a workdir made by ``train.py``: writes nothing, keeps everything,
+        and reads while a run trains there (:meth:`restore_latest`)."""
         self = cls.__new__(cls)
         self.workdir = os.path.abspath(workdir)
         self.read_only = True
         self._unsealed = None
-        directory = checkpoints_dir(self.workdir)
-        if not os.path.isdir(directory):
+        self.manager = None
+        if not os.path.isdir(checkpoints_dir(self.workdir)):
             raise FileNotFoundError(f"no checkpoints in {self.workdir} (is it a train.py workdir?)")
-        with _quiet_read_only_notice():
-            self.manager = ocp.CheckpointManager(
-                directory, item_handlers=ocp.StandardCheckpointHandler(),
-                # save_interval_steps=0: what orbax sets (with a warning) for a read-only manager
-                options=ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                                     save_interval_steps=0))
         return self
 
+    @contextlib.contextmanager
+    def _os_errors(self):
+        """Orbax's failures to write, which arrive as other exceptions (tensorstore's
+        ``ValueError``) or as an ``OSError`` without a path, raised as the ``OSError`` behind
+        them, naming the checkpoints folder."""
+        try:
+            yield
+        except Exception as err:
+            if isinstance(err, OSError) and err.filename is not None:
+                raise
+            code = _os_error_code(err)
+            if code is None:
+                raise
+            raise OSError(code, os.strerror(code), checkpoints_dir(self.workdir)) from err
+
     def save(self, state, *, force: bool = False) -> None:
-        """Save ``state`` under its step (asynchronously; :meth:`wait` blocks until done)."""
+        """Save ``state`` under its step (asynchronously; :meth:`wait` blocks until done).
+
+        Raises:
+          OSError: the checkpoints folder cannot be written (the checkpoints saved before
+            stay as they were; orbax's unfinished folder is removed by the next run).
+        """
         step = int(jax.device_get(state.step))
         if step in self.manager.all_steps():
             return
         self.wait()
-        self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        with self._os_errors():
+            self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
         self._unsealed = step
 
     def _step_dir(self, step: int) -> str:
-        return os.path.join(str(self.manager.directory), str(step))
+        return os.path.join(checkpoints_dir(self.workdir), str(step))
+
+    def _committed_steps(self) -> list[int]:
+        """The steps of the committed checkpoints: orbax renames a finished save's temporary
+        folder to its step, so a folder named by a step is complete (or being deleted)."""
+        try:
+            names = os.listdir(checkpoints_dir(self.workdir))
+        except FileNotFoundError:
+            return []
+        return sorted(int(name) for name in names if name.isdigit())
+
+    def _newest_step(self, skipped) -> int:
+        """The newest committed step not in ``skipped``, or -1."""
+        return max((step for step in self._committed_steps() if step not in skipped), default=-1)
 
     def _quarantine(self, step: int, reason: str) -> None:
         """Move a bad checkpoint out of the way (kept for inspection, by process 0), with a
@@ -277,11 +302,17 @@ class Checkpoints:
             dtype than ``abstract_state`` (for a partial restore: than the fields it asks for).
         """
         elsewhere = "another process could not read it"
-        problem = verify_checksums(self._step_dir(step)) if multihost.is_writer() else None
+        item = os.path.join(self._step_dir(step), ITEM_DIR)
+        problem = None
+        if multihost.is_writer():
+            try:
+                problem = verify_checksums(self._step_dir(step))
+            except OSError as err:  # a file gone while it was read
+                problem = _describe(err)
         if multihost.any_process(problem is not None):
             return None, problem or elsewhere
         try:
-            saved = self.manager.item_metadata(step)
+            saved = _item_metadata(item)
         except Exception as err:  # noqa: BLE001  any unreadable metadata: corrupt
             problem = _describe(err)
         if multihost.any_process(problem is not None):
@@ -296,9 +327,10 @@ class Checkpoints:
         state = None
         try:
             if not partial:
-                state = self.manager.restore(step, args=ocp.args.StandardRestore(target))
+                with ocp.StandardCheckpointer() as checkpointer:
+                    state = checkpointer.restore(item, target)
             else:
-                state = _restore_part(os.path.join(self._step_dir(step), ITEM_DIR), target)
+                state = _restore_part(item, target)
             state = _reshape_older(state, abstract_state, reshaped)
         except Exception as err:  # noqa: BLE001  any unreadable data: corrupt
             problem = _describe(err)
@@ -310,7 +342,11 @@ class Checkpoints:
         """The newest state that every process can restore, or None if there is none.
 
         Corrupt checkpoints on the way are quarantined (skipped by a reader); a committed
-        checkpoint without checksums is sealed once restored.
+        checkpoint without checksums is sealed once restored. A checkpoint that fails while a
+        newer one has appeared, or whose folder is gone, was deleted under the reader by the run
+        training in the workdir (it keeps only its newest ``train.max_to_keep``): it is not
+        corrupt, and the newest checkpoint is chosen again, up to ``VANISHED_RETRIES`` times.
+        Every process reads the checkpoint process 0 chose.
 
         Args:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` with shardings, the target.
@@ -320,20 +356,39 @@ class Checkpoints:
         Raises:
           CheckpointMismatchError: the newest readable checkpoint does not fit
             ``abstract_state`` (it is left in place).
+          FileNotFoundError: the checkpoint chosen was deleted under the reader more than
+            ``VANISHED_RETRIES`` times in a row.
         """
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        skipped = set()  # corrupt checkpoints a reader leaves in place
+        vanished = 0  # checkpoints deleted under the reader
+        while True:
+            step = multihost.value_of_process_0(self._newest_step(skipped))
+            if step < 0:
+                return None
             state, problem = self._restore(step, abstract_state, partial)
             if state is not None:
                 sealed = os.path.exists(os.path.join(self._step_dir(step), CHECKSUMS_FILE))
                 if not (sealed or self.read_only):
                     self._seal(step)
                 return state
+            superseded = not os.path.isdir(self._step_dir(step)) or self._newest_step(skipped) > step
+            if multihost.any_process(superseded):  # deleted (or being deleted) by the training run
+                vanished += 1
+                if vanished > VANISHED_RETRIES:
+                    raise FileNotFoundError(
+                        f"the checkpoints in {checkpoints_dir(self.workdir)} were deleted while "
+                        f"being read {vanished} times in a row: the run training there replaces "
+                        "them faster than they can be read (small train.checkpoint_every and "
+                        "train.max_to_keep); read again once it has ended")
+                logging.info("checkpoint %s was replaced while being read; reading the newest",
+                             self._step_dir(step))
+                continue
             if self.read_only:
                 logging.warning("checkpoint %s is corrupt (%s); using the one before it",
                                 self._step_dir(step), problem)
+                skipped.add(step)
             else:
                 self._quarantine(step, problem)
-        return None
 
     def latest_step(self) -> int | None:
         """Step of the newest saved checkpoint (None if none)."""
@@ -345,8 +400,13 @@ class Checkpoints:
         write_json_atomic(os.path.join(folder, CHECKSUMS_FILE), _file_checksums(folder), indent=0)
 
     def wait(self) -> None:
-        """Block until pending saves are on disk, then seal them with their checksums."""
-        self.manager.wait_until_finished()
+        """Block until pending saves are on disk, then seal them with their checksums.
+
+        Raises:
+          OSError: a pending save could not be written.
+        """
+        with self._os_errors():
+            self.manager.wait_until_finished()
         if (self._unsealed is not None and multihost.is_writer()
                 and os.path.isdir(self._step_dir(self._unsealed))):
             faults.point("checkpoint_manifest", self._unsealed)
@@ -355,9 +415,22 @@ class Checkpoints:
 
     def close(self) -> None:
         """Finish pending saves and release the manager."""
-        if not self.read_only:
+        if self.read_only:
+            return
+        try:
             self.wait()
-        self.manager.close()
+        finally:
+            with self._os_errors():
+                self.manager.close()
+
+
+def _item_metadata(item_dir: str):
+    """The tree of array metadata (shape, dtype, ...) a checkpoint's item folder holds."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        return handler.metadata(epath.Path(item_dir))
+    finally:
+        handler.close()
 
 
 def _restore_part(item_dir: str, abstract_part):
@@ -367,6 +440,20 @@ def _restore_part(item_dir: str, abstract_part):
                                   restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_part))
     with ocp.PyTreeCheckpointer() as checkpointer:
         return checkpointer.restore(item_dir, args=args)
+
+
+def _os_error_code(err: BaseException) -> int | None:
+    """The errno behind an exception or the exceptions it was raised from: an ``OSError``'s,
+    or the ``os_error_code`` of a tensorstore error message (orbax writes through tensorstore);
+    None if there is none."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno:
+            return err.errno
+        match = re.search(r"os_error_code='(\d+)'", str(err))
+        if match:
+            return int(match.group(1))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _describe(err: Exception) -> str:
@@ -402,11 +489,7 @@ def load_params(workdir: str, abstract_params, *, sharding=None) -> tuple[nnx.St
     if isinstance(step_sharding, jax.sharding.NamedSharding):
         step_sharding = jax.sharding.NamedSharding(step_sharding.mesh, jax.sharding.PartitionSpec())
     target = {"params": params, "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=step_sharding)}
-    checkpoints = Checkpoints.reader(workdir)
-    try:
-        restored = checkpoints.restore_latest(target, partial=True)
-    finally:
-        checkpoints.manager.close()
+    restored = Checkpoints.reader(workdir).restore_latest(target, partial=True)
     if restored is None:
         raise FileNotFoundError(f"no restorable checkpoint in {checkpoints_dir(workdir)}")
     return restored["params"], int(restored["step"])

@@ -16,6 +16,7 @@ import numpy as np
 from flax import nnx
 
 from vscjax import evaluation_loop
+from vscjax.atomic import replace_file
 from vscjax.metrics import ACTIVE_THRESHOLD
 
 
@@ -73,14 +74,13 @@ def save_codes(path: str, codes: Codes, labels: np.ndarray, split: str) -> str:
     """Write codes and labels to an ``.npz`` that numpy reads (``np.load(path)``) without pickle.
 
     Arrays: mu, logvar, gamma ([N, L] float32; gamma all ones for a plain VAE), labels ([N]
-    int32) and split (a 0-d string array). Written to a temporary file, then renamed.
+    int32) and split (a 0-d string array). Written whole (``atomic.replace_file``).
 
     Returns:
       The absolute path written.
     """
     path = os.path.abspath(path)
-    with open(path + ".tmp", "wb") as f:
+    with replace_file(path, "wb") as f:
         np.savez(f, mu=codes.mu, logvar=codes.logvar, gamma=codes.gamma,
                  labels=np.asarray(labels, np.int32), split=np.array(split))
-    os.replace(path + ".tmp", path)
     return path

@@ -124,11 +124,14 @@ def _fetch_verified(url: str, path: str, sha256: str, *, hint: str) -> None:
     """Download ``url`` to ``path`` once its uncompressed content has hash ``sha256``."""
     problem = ""
     for _ in range(ATTEMPTS):
-        handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
-                                           dir=os.path.dirname(path))
+        try:
+            handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                               dir=os.path.dirname(path))
+        except OSError as err:
+            raise _write_error(path, err) from err
         try:
             with os.fdopen(handle, "wb") as out:
-                problem = _download(url, out, hint=hint)
+                problem = _download(url, out, path, hint=hint)
             if not problem:
                 problem = _content_problem(partial, sha256)
             if not problem:
@@ -149,10 +152,17 @@ def _umask() -> int:
     return mask
 
 
-def _download(url: str, out, *, hint: str) -> str:
-    """Stream ``url`` into the open file ``out`` with a progress bar; "" if complete, else why
-    not. A server that cannot be reached or refuses the file raises :class:`DownloadError`
-    (its message ends with ``hint``)."""
+def _write_error(path: str, err: OSError) -> DownloadError:
+    """A :class:`DownloadError` for a data file that cannot be written (no space, read-only)."""
+    return DownloadError(f"cannot write {path} ({err.strerror or err}); free space there, or set "
+                         "$VSCJAX_DATA_DIR or data.dir to a folder with room that you may write")
+
+
+def _download(url: str, out, path: str, *, hint: str) -> str:
+    """Stream ``url`` into the open file ``out`` (the temporary file of ``path``) with a
+    progress bar; "" if complete, else why not. A server that cannot be reached or refuses the
+    file raises :class:`DownloadError` (its message ends with ``hint``), and so does a file
+    that cannot be written."""
     from tqdm import tqdm
 
     try:
@@ -168,13 +178,20 @@ def _download(url: str, out, *, hint: str) -> str:
         received = 0
         with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                   desc=f"downloading {os.path.basename(url)}", leave=False) as bar:
-            try:
-                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+            while True:
+                try:
+                    chunk = response.read(CHUNK_BYTES)
+                except (OSError, http.client.HTTPException) as err:  # a dropped connection
+                    return f"the transfer broke off after {received} bytes ({type(err).__name__})"
+                if not chunk:
+                    break
+                try:
                     out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            except (OSError, http.client.HTTPException) as err:  # a dropped connection
-                return f"the transfer broke off after {received} bytes ({type(err).__name__})"
+                    out.flush()  # a disk that is full fails here, not at the close
+                except OSError as err:  # this side: the disk, not the connection
+                    raise _write_error(path, err) from err
+                received += len(chunk)
+                bar.update(len(chunk))
     if total is not None and received != total:
         return f"received {received} of {total} bytes"
     return ""

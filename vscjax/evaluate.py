@@ -45,8 +45,8 @@ the pictures (``vscjax.figures``) live in their own modules. It never imports th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import numbers
 import os
 import sys
 
@@ -54,7 +54,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from vscjax import data, evaluation_loop, multihost, objective, provenance, rng, sharding
+from vscjax import (cli, data, evaluation_loop, memory, multihost, objective, provenance, rng,
+                    sharding)
 from vscjax.codes import Codes, encode_images, save_codes
 from vscjax.factor_metrics import CAPTURED, GLOBAL, NEITHER, NUM_BINS, factor_summary
 from vscjax.figures import draw_evaluation_figures
@@ -83,6 +84,9 @@ def evaluation_mesh(batch_size: int, latent: int = 1) -> jax.sharding.Mesh:
 # ----------------------------------------------------------------------------- the report
 
 
+# The indices (a, b), score and sampling temporaries of one sampled pair (metrics.jaccard_pairs):
+# about six int64 arrays and a float64 one per pair, rounded up.
+BYTES_PER_PAIR = 64
 BOUND_DEFINITIONS = {
     "fixed": "exact negative ELBO under the fixed prior alpha N(0, 1) + (1 - alpha) delta(0)",
     "class_mask": "-logsumexp_y(log p(y) + ELBO_y(x)), p(y) = 1/C: the class-mask prior as a "
@@ -231,6 +235,7 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     With several processes every process calls it and computes the same results, each feeding
     its own rows of every batch; process 0 alone writes the files.
     """
+    _check_counts(probe_train=probe_train, pairs=pairs, iw_samples=iw_samples, top_k=top_k)
     config = read_config(workdir)
     d = config.data
     dataset = data.load(d.source, d.name, split, data_dir=d.dir, mirror=d.mirror)
@@ -241,8 +246,15 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
                              f"outside the {train_set.num_classes} classes of {train_set.name}")
     # A split's class count is the training set's (IDX files give each split its own).
     dataset = dataclasses.replace(dataset, num_classes=train_set.num_classes)
+    generator = np.random.default_rng(rng.numpy_seed(config.seed, "probe"))
+    probe_idx = np.sort(generator.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
+                                         replace=False))
+    if len(np.unique(train_set.labels[probe_idx])) < 2:
+        raise data.DataError(f"the linear probe's {len(probe_idx)} training images hold one class; "
+                             "use a larger --probe-train")
     batch_size = config.train.eval_batch_size
     mesh = evaluation_mesh(batch_size, config.mesh.latent)
+    _check_memory(pairs, iw_samples, batch_size // sharding.data_size(mesh), mesh.devices.flat[0])
     config, graphdef, params, step = restore_model(workdir, dataset.images.shape[1:],
                                                    dataset.num_classes, mesh=mesh)
 
@@ -255,9 +267,6 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
     leak = elbo["leak"]
     consistency, activation = _class_sections(codes, dataset.labels, dataset.num_classes, pairs,
                                               rng.numpy_seed(config.seed, "pairs"), leak)
-    generator = np.random.default_rng(rng.numpy_seed(config.seed, "probe"))
-    probe_idx = np.sort(generator.choice(len(train_set.labels), min(probe_train, len(train_set.labels)),
-                                         replace=False))
     probe_codes = encode_images(graphdef, params, train_set.images[probe_idx], batch_size, mesh)
     results = dict(
         workdir=os.path.abspath(workdir), step=step, split=split, data=dataset.name,
@@ -285,6 +294,30 @@ def evaluate_workdir(workdir: str, *, split: str = "test", probe_train: int = 50
             results["codes"] = save_codes(codes_path(workdir, split), codes, dataset.labels, split)
         write_results(workdir, split, results)
     return results
+
+
+def _check_counts(**counts: int) -> None:
+    """Raise ``ValueError`` naming the first count of :func:`evaluate_workdir` out of range."""
+    lowest = {"probe_train": 2, "pairs": 1, "iw_samples": 0, "top_k": 1}
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lowest[name]:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be an integer >= "
+                             f"{lowest[name]}, got {value!r}")
+
+
+def _check_memory(pairs: int, iw_samples: int, local_batch: int, device: jax.Device) -> None:
+    """Refuse, before any work, a number of pairs or importance samples whose arrays alone
+    cannot fit: the pairs' indices and scores in the host's memory, the importance weights
+    [K, local batch] (and K keys) of a batch on a device."""
+    pairs_bytes = 2 * pairs * BYTES_PER_PAIR  # same-class and different-class
+    if pairs_bytes > memory.host_bytes():
+        raise ValueError(f"--pairs {pairs:,} needs {memory.gib(pairs_bytes)} of memory for the "
+                         f"sampled pairs, more than this host's {memory.gib(memory.host_bytes())}")
+    iw_bytes = iw_samples * (4 * local_batch + 8)
+    if iw_bytes > memory.device_bytes(device):
+        raise ValueError(f"--iw-samples {iw_samples:,} needs {memory.gib(iw_bytes)} per device for "
+                         f"the importance weights of a batch, more than the "
+                         f"{memory.gib(memory.device_bytes(device))} a {device.platform} device has")
 
 
 def format_report(results: dict) -> str:
@@ -373,14 +406,15 @@ def _factor_lines(section: dict) -> list[str]:
 
 def main(argv=None) -> None:
     """The command line: evaluate a workdir, print the table."""
-    parser = argparse.ArgumentParser(prog="python -m vscjax.evaluate", description=__doc__.split("\n")[0])
+    parser = cli.OneLineParser(prog="python -m vscjax.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="a train.py workdir")
     parser.add_argument("--split", default="test", help="data split to evaluate (default: test)")
     parser.add_argument("--probe-train", type=int, default=5000,
-                        help="training images the linear probe learns from (default: 5000)")
+                        help="training images the linear probe learns from, at least 2 "
+                             "(default: 5000)")
     parser.add_argument("--pairs", type=int, default=20_000,
                         help="pairs of each kind sampled for the Jaccard when the split has too "
-                             "many to score all (default: 20000)")
+                             "many to score all, at least 1 (default: 20000)")
     parser.add_argument("--iw-samples", type=int, default=0,
                         help="K of the importance-sampled NLL bound (default: 0, off)")
     parser.add_argument("--no-plots", action="store_true", help="draw no pictures")
@@ -396,10 +430,16 @@ def main(argv=None) -> None:
     try:
         multihost.initialize(args.coordinator_address, args.num_processes, args.process_id,
                              heartbeat_timeout=args.heartbeat_timeout)
-        results = evaluate_workdir(args.workdir, split=args.split, probe_train=args.probe_train,
-                                   pairs=args.pairs, iw_samples=args.iw_samples,
-                                   make_plots=not args.no_plots, save_split_codes=args.save_codes)
-    except (FileNotFoundError, data.DataError, ValueError) as err:
+        with cli.held_back_background_errors():
+            results = evaluate_workdir(args.workdir, split=args.split, probe_train=args.probe_train,
+                                       pairs=args.pairs, iw_samples=args.iw_samples,
+                                       make_plots=not args.no_plots, save_split_codes=args.save_codes)
+    except OSError as err:
+        if err.errno is None:  # ours: no config.json, no restorable checkpoint
+            sys.exit(f"vscjax.evaluate: {err}")
+        sys.exit(f"vscjax.evaluate: {cli.os_error_line(err)}; the files already in the workdir "
+                 "are unchanged")
+    except ValueError as err:  # bad flags and files: config, data, checkpoints, dataset.json
         sys.exit(f"vscjax.evaluate: {err}")
     if multihost.is_writer():
         print(format_report(results))

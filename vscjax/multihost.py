@@ -7,9 +7,9 @@ JAX backend. After that:
 * process 0 alone writes files (:func:`is_writer`); every process takes part in every
   computation and in every checkpoint save and restore;
 * what must be decided the same way everywhere is decided collectively: :func:`any_process`
-  (is this checkpoint bad on any process?) and :class:`StopVote` (did any process receive
-  SIGTERM or SIGINT?), so that all processes restore the same checkpoint and save at the same
-  step;
+  (is this checkpoint bad on any process? is the workdir taken?), :func:`value_of_process_0`
+  (which checkpoint to read) and :class:`StopVote` (did any process receive SIGTERM or
+  SIGINT?), so that all processes restore the same checkpoint and save at the same step;
 * a heartbeat thread in every process notices a process that died or failed and stops this
   one with a one-line error; otherwise the next collective would wait for ever.
 
@@ -136,6 +136,14 @@ def any_process(flag: bool) -> bool:
     """True in every process if ``flag`` is True in any of them (a blocking collective that
     every process must call at the same point)."""
     return bool(np.any(multihost_utils.process_allgather(np.bool_(flag))))
+
+
+def value_of_process_0(value: int) -> int:
+    """Process 0's ``value`` (an int32 integer) in every process: a collective every process
+    calls at the same point, so that all act on one choice (for example the checkpoint read)."""
+    if jax.process_count() == 1:
+        return value
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
 def barrier(name: str) -> None:

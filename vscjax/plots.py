@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from vscjax.atomic import replace_file  # noqa: E402
+
 DPI = 100
 TRAVERSAL_OFFSETS = np.linspace(-3.0, 3.0, 7)  # latent units: +-3 standard deviations of the prior slab
 TRAVERSAL_CELL_PX = 28  # height and width of one image in latent_traversals and image_rows
@@ -341,6 +343,7 @@ def _figsize(width_px: int, height_px: int) -> tuple[float, float]:
 
 
 def _save(fig, path: str, *, tight: bool = True) -> str:
+    """Write ``fig`` to the PNG ``path`` whole (``atomic.replace_file``); returns ``path``."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if tight:
         fig.tight_layout()
@@ -348,5 +351,6 @@ def _save(fig, path: str, *, tight: bool = True) -> str:
     fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
     # A 256-colour palette: files half the size of matplotlib's RGBA ones, no visible change.
-    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
+    with replace_file(path, "wb") as f:
+        Image.open(buffer).convert("RGB").quantize(256).save(f, format="PNG", optimize=True)
     return path

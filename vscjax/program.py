@@ -175,6 +175,21 @@ class TrainProgram:
         indices = jax.ShapeDtypeStruct((num_steps, b), jnp.int32, sharding=rows)
         return indices, resident_set
 
+    def bytes_per_device(self) -> dict[str, int]:
+        """What one device must hold at least while training, in bytes, by part: "state" (its
+        shards of the parameters and Adam moments), "training set" (resident on the device, or
+        0), "training batches" (its rows of the batches in flight) and "evaluation batch". The
+        step's temporaries come on top."""
+        d, t = self.data, self.config.train
+        shards = sharding.data_size(self.mesh)
+        image_bytes = int(np.prod(d.image_shape)) * 4  # float32 pixels
+        placement, resident_bytes = self.feed_placement()
+        in_flight = self.config.data.prefetch + 1 if placement == "host" else 1
+        return {"state": leaf_bytes_per_device(self.abstract_state()),
+                "training set": resident_bytes,
+                "training batches": in_flight * t.batch_size // shards * image_bytes,
+                "evaluation batch": t.eval_batch_size // shards * image_bytes}
+
     # ------------------------------------------------------------------------- evaluation
 
     def abstract_eval_inputs(self):

@@ -32,17 +32,18 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import (cpu_random, data, evaluation_loop, faults, feeding, host_memory, multihost,
-                    objective, profiling, provenance, resident, rng, sharding, trained)
+from vscjax import (cpu_random, data, evaluation_loop, faults, feeding, host_memory, memory,
+                    multihost, objective, profiling, provenance, resident, rng, sharding, trained)
+from vscjax.atomic import write_text_atomic
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_resume_compatible, validate
 from vscjax.figures import draw_training_figures
+from vscjax.lock import workdir_lock
 from vscjax.models import VSC
 from vscjax.program import DataSpec, TrainProgram
 from vscjax.state import TrainState
 from vscjax.workdir import (metrics_path, plots_dir, profile_dir, read_metrics, saved_config,
-                            tensorboard_dir, write_config, write_dataset_info, write_summary,
-                            write_text_atomic)
+                            tensorboard_dir, write_config, write_dataset_info, write_summary)
 
 
 
@@ -78,12 +79,14 @@ class Trainer:
                              f"the {len(self.train_data.labels)} training images of {d.name}")
         self.num_classes = self.train_data.num_classes
         self.image_shape = self.train_data.images.shape[1:]
+        self.sampler()  # batches these labels cannot give (balanced ones) refused before any work
         self._encoded = resident.encode_pixels(self.train_data.images)  # (codes, levels)
         try:
             self.program = TrainProgram(config, DataSpec.of(self.train_data, self._encoded[1]),
                                         self.mesh)
         except ValueError as err:  # the model cannot take this data, e.g. conv on 8x8 images
             raise ConfigError(f"config key model.architecture: {err} ({d.name})") from None
+        self._check_fits()
         self.graphdef, self.tx = self.program.graphdef, self.program.tx
         self.replicated = self.program.replicated
         self.batch_sharding = self.program.batch_sharding
@@ -91,6 +94,24 @@ class Trainer:
         self.key = self.program.key()
         self.train_step = self.program.train_step
         self.train_steps = self.program.train_steps  # the loop's K-step calls
+
+    def _check_fits(self) -> None:
+        """Refuse, before anything is allocated, a config whose state and batches alone need
+        more memory than a device has (``program.bytes_per_device``)."""
+        parts = self.program.bytes_per_device()
+        device = self.mesh.devices.flat[0]
+        capacity = memory.device_bytes(device)
+        if sum(parts.values()) <= capacity:
+            return
+        largest = max(parts, key=parts.get)
+        key = {"state": "model.latent_dim", "training set": "data.device_budget_mib",
+               "training batches": "train.batch_size", "evaluation batch": "train.eval_batch_size"}[largest]
+        listed = ", ".join(f"{name} {memory.gib(size)}" for name, size in parts.items())
+        raise ConfigError(
+            f"config key {key}: a run needs at least {memory.gib(sum(parts.values()))} per device "
+            f"({listed}), more than the {memory.gib(capacity)} a {device.platform} device has; "
+            "make model.latent_dim, model.hidden or the batch sizes smaller, or split the latent "
+            "dimension over more devices (mesh.latent)")
 
     def model(self, state: TrainState) -> VSC:
         """The NNX model holding ``state``'s parameters."""
@@ -153,7 +174,7 @@ class MetricsLog:
                 if os.path.exists(self.path) else [])
         self._logged = {(r.get("split"), r["step"]) for r in kept}
         write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.file = open(self.path, "a")
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.writer = SummaryWriter(tensorboard_dir(workdir))
 
     def has(self, split: str, step: int) -> bool:
@@ -173,17 +194,27 @@ class MetricsLog:
             self.writer.add_scalar(f"{split}/{name}", float(value), step)
 
     def _append(self, record: dict) -> None:
-        line = json.dumps(record) + "\n"
+        """Append one line, whole: a write that fails half-way (a full disk) is cut back off,
+        so the file keeps whole lines and the error goes up."""
+        line = (json.dumps(record) + "\n").encode()
         if faults.armed("metrics_append", record["step"]):  # a kill that cuts this very line
-            self.file.write(line[:len(line) // 2])
-            self.file.flush()
+            os.write(self._fd, line[:len(line) // 2])
             faults.point("metrics_append", record["step"])
-        self.file.write(line)
-        self.file.flush()
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            rest = memoryview(line)
+            while rest:
+                rest = rest[os.write(self._fd, rest):]
+        except OSError as err:
+            os.ftruncate(self._fd, end)
+            raise OSError(err.errno, err.strerror, self.path) from err
 
     def close(self) -> None:
-        self.file.close()
-        self.writer.close()
+        os.close(self._fd)
+        try:
+            self.writer.close()
+        except OSError as err:  # TensorBoard's own error names no file
+            raise OSError(err.errno, err.strerror, self.writer.logdir) from err
 
 
 class _Interrupted(Exception):
@@ -249,6 +280,22 @@ class _StopSignal:
 # ----------------------------------------------------------------------------- the loop
 
 
+def _closing_after(close):
+    """An ``ExitStack`` exit callback that calls ``close``; a failure of ``close`` is raised
+    only when the block itself succeeded, so that it never hides the error that came first
+    (a full disk fails the save, then the close of every writer on that disk)."""
+
+    def exit_callback(exc_type, exc, tb) -> bool:
+        try:
+            close()
+        except Exception:
+            if exc_type is None:
+                raise
+        return False
+
+    return exit_callback
+
+
 def call_length(step: int, train_config: ml_collections.ConfigDict) -> int:
     """Steps of the loop's call that starts at ``step``.
 
@@ -289,11 +336,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
     from tqdm import tqdm
 
     with _StopSignal() as stop, contextlib.ExitStack() as cleanup:
+        validate(config, len(jax.devices()) if mesh is None else mesh.devices.size)
+        cleanup.enter_context(workdir_lock(workdir))  # before anything reads or writes the workdir
+        check_resume_compatible(saved_config(workdir), config)
         trainer = Trainer(config, mesh)
         t = config.train
-        check_resume_compatible(saved_config(workdir), config)
         checkpoints = Checkpoints(workdir, config)
-        cleanup.callback(checkpoints.close)
+        cleanup.push(_closing_after(checkpoints.close))
         restored = checkpoints.restore_latest(trainer.abstract_state())
         if multihost.is_writer():  # the others may be reading these files
             write_config(workdir, config)  # only once the workdir's checkpoints are known to fit
@@ -311,7 +360,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> dict:
             for line in objective.unfinished_schedules(config.objective, t.num_steps):
                 logging.warning(line)
         log = MetricsLog(workdir, start) if multihost.is_writer() else _Unlogged()
-        cleanup.callback(log.close)
+        cleanup.push(_closing_after(log.close))
         log.start(start, resumed_from)
         profiler = profiling.StepProfiler(profile_dir(workdir), t.profile_start, t.profile_steps)
         cleanup.callback(profiler.stop)

@@ -16,6 +16,7 @@ mesh: one compilation per batch shape, no collective) and returns numpy arrays.
 from __future__ import annotations
 
 import functools
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -94,7 +95,15 @@ def load(workdir: str, *, image_shape: Sequence[int] | None = None, num_classes:
 
     Raises:
       FileNotFoundError: the workdir has no config, no dataset info, or no restorable checkpoint.
+      ValueError: ``batch_size``, ``image_shape`` or ``num_classes`` is not what it must be, or
+        a file of the workdir is not (``workdir.WorkdirFileError``, ``config.ConfigError``).
     """
+    _check_count("batch_size", batch_size)
+    if image_shape is not None and not (len(image_shape) == 3 and all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0 for n in image_shape)):
+        raise ValueError(f"image_shape must be three positive integers (H, W, C), got {image_shape!r}")
+    if num_classes is not None:
+        _check_count("num_classes", num_classes)
     if image_shape is None or num_classes is None:
         info = read_dataset_info(workdir)
         image_shape = info["image_shape"] if image_shape is None else image_shape
@@ -152,14 +161,27 @@ class TrainedModel:
         Returns:
           Codes with mu, logvar and gamma (spike probabilities; ones for a plain VAE), [N, L]
           each, and ``mean_code`` (mu where gamma > 0.5, else 0).
+
+        Raises:
+          ValueError: the images are not [N >= 1, H, W, C] of the model's shape, or hold a
+            value that is not finite or lies outside [0, 1], the range the model was trained on
+            (every data source scales pixels into it: divide 8-bit images by 255).
         """
-        return encode_images(self.graphdef, self.params, np.asarray(images), self.batch_size)
+        images = _real_array("images", images, (None, *self.image_shape))
+        low, high = float(images.min()), float(images.max())
+        if low < 0.0 or high > 1.0:
+            raise ValueError(f"images must hold values in [0, 1], the range the model was trained "
+                             f"on; these span [{low:g}, {high:g}]"
+                             + (" (divide 8-bit images by 255)" if high > 1.0 else ""))
+        return encode_images(self.graphdef, self.params, images, self.batch_size)
 
     def decode(self, z) -> np.ndarray:
-        """The decoder's mean images of latent codes z [N, L]: [N, H, W, C]."""
-        z = np.asarray(z, np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must be [N, {self.latent_dim}], got shape {z.shape}")
+        """The decoder's mean images of latent codes z [N, L]: [N, H, W, C].
+
+        Raises:
+          ValueError: z is not [N >= 1, L] or holds a value that is not finite.
+        """
+        z = _real_array("codes", z, (None, self.latent_dim))
         return evaluation_loop.map_batches(functools.partial(_batch_mean_image, graphdef=self.graphdef),
                                            self.params, (z,), batch_size=self.batch_size)
 
@@ -169,12 +191,24 @@ class TrainedModel:
         return self.decode(self.encode(images).mean_code)
 
     def sample_latents(self, n: int, key: jax.Array, *, label: int | None = None) -> np.ndarray:
-        """n codes [n, L] drawn from the model's generative prior (see :meth:`sample`)."""
+        """n codes [n, L] drawn from the model's generative prior (see :meth:`sample`).
+
+        Raises:
+          ValueError: n is not a positive integer, key is not one JAX random key, or label is
+            not None or an integer class of the class-mask prior.
+        """
+        _check_count("n", n)
+        if not (isinstance(key, jax.Array) and (
+                (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ())
+                or (key.dtype == jnp.uint32 and key.shape == (2,)))):
+            raise ValueError(f"key must be one JAX random key (jax.random.key(0)), got {key!r:.80}")
         if label is not None:
             if self.prior != "class_mask":
                 raise ValueError(f"the {self.prior} prior has no classes; sample with label=None")
-            if not 0 <= int(label) < self.num_classes:
-                raise ValueError(f"label {label} is outside [0, {self.num_classes})")
+            if (isinstance(label, bool) or not isinstance(label, numbers.Integral)
+                    or not 0 <= label < self.num_classes):
+                raise ValueError(f"label must be an integer class in [0, {self.num_classes}), "
+                                 f"got {label!r}")
             label = jnp.full(n, int(label), jnp.int32)
         return np.asarray(_prior_latents(self.graphdef, float(self.config.objective.alpha),
                                          n, self.params, key, label))
@@ -193,6 +227,31 @@ class TrainedModel:
           label: the class to sample (class-mask prior only), or None.
         """
         return self.decode(self.sample_latents(n, key, label=label))
+
+
+def _check_count(name: str, value) -> None:
+    """Raise ``ValueError`` unless ``value`` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _real_array(name: str, values, shape: tuple) -> np.ndarray:
+    """``values`` as a float32 array of ``shape`` (None: any number >= 1 of rows), every value
+    finite; else ``ValueError`` naming ``name`` and what is wrong."""
+    array = np.asarray(values)
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) \
+            or np.issubdtype(array.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real numbers, got an array of {array.dtype}")
+    wanted = "[" + ", ".join("N" if n is None else str(n) for n in shape) + "]"
+    if array.ndim != len(shape) or any(n is not None and a != n for a, n in zip(array.shape, shape)):
+        raise ValueError(f"{name} must be {wanted}, got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one row, got shape {array.shape}")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} hold {np.size(array) - np.isfinite(array).sum()} values that are "
+                         "not finite (NaN or infinite)")
+    return array
 
 
 @functools.partial(jax.jit, static_argnames="graphdef")

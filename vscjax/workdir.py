@@ -12,10 +12,17 @@
       codes_<split>.npz     a split's codes (vscjax.codes.save_codes)
       plots/                pictures
       profile/              a jax.profiler trace
+      train.lock            held by the run that trains in the workdir (vscjax.lock)
 
 Every other module asks this one for a path instead of spelling a name. Every JSON file is
-written whole: into a temporary file in the same folder, then renamed over the old one
-(``os.replace``), so that a kill or a reader never meets half a file.
+written whole (``vscjax.atomic``): into a temporary file in the same folder, then renamed over
+the old one, so that a kill, a full disk or a reader never meets half a file. ``metrics.jsonl``
+is the one file appended to, a whole line at a time; its readers leave out a last line cut by
+a kill (the trainer's next run drops it).
+
+A file that exists but cannot be read as what it should be (invalid JSON, a record without
+its step: hand-edited, or from another program) raises :class:`WorkdirFileError` naming the
+file, and the line for ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from vscjax.atomic import write_json_atomic, write_text_atomic
 from vscjax.config import from_saved
 
 CONFIG_FILE = "config.json"
@@ -37,6 +45,7 @@ CORRUPT_DIR = "corrupt_checkpoints"
 TENSORBOARD_DIR = "tensorboard"
 PLOTS_DIR = "plots"
 PROFILE_DIR = "profile"
+LOCK_FILE = "train.lock"
 TEST_SPLIT = "test"  # the split whose evaluation is plain eval.json
 
 
@@ -98,34 +107,26 @@ def profile_dir(workdir: str) -> str:
     return os.path.join(workdir, PROFILE_DIR)
 
 
-# ----------------------------------------------------------------------------- writing whole files
+def lock_path(workdir: str) -> str:
+    """``<workdir>/train.lock``."""
+    return os.path.join(workdir, LOCK_FILE)
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Replace the file ``path`` by ``text`` at once: written to ``<path>.tmp`` in the same
-    folder, then renamed over ``path``. If the write fails, ``path`` keeps its old contents
-    and the temporary file is removed.
-    """
-    tmp = path + ".tmp"
+class WorkdirFileError(ValueError):
+    """A workdir file that exists but does not hold what it should; the message names it."""
+
+
+def _read_json(path: str, what: str) -> dict:
+    """The JSON object in ``path``, or :class:`WorkdirFileError` naming the file."""
+    with open(path) as f:
+        text = f.read()
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_json_atomic(path: str, value, *, indent: int | None = None) -> None:
-    """Replace the file ``path`` by ``value`` as JSON (:func:`write_text_atomic`).
-
-    Args:
-      path: the file.
-      value: anything ``json.dumps`` takes.
-      indent: ``json.dumps``'s indent (None: one line).
-    """
-    write_text_atomic(path, json.dumps(value, indent=indent))
+        value = json.loads(text)
+    except ValueError as err:
+        raise WorkdirFileError(f"{path} is not valid JSON ({err}); it should hold {what}") from None
+    if not isinstance(value, dict):
+        raise WorkdirFileError(f"{path} holds a {type(value).__name__}, not a JSON object of {what}")
+    return value
 
 
 # ----------------------------------------------------------------------------- the files
@@ -138,12 +139,15 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 
 def saved_config(workdir: str) -> dict | None:
-    """The workdir's ``config.json`` as a dict of dicts, or None if there is none."""
+    """The workdir's ``config.json`` as a dict of dicts, or None if there is none.
+
+    Raises:
+      WorkdirFileError: the file is not a JSON object.
+    """
     path = config_path(workdir)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return _read_json(path, "the config the run trains with")
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -151,11 +155,14 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
 
     Raises:
       FileNotFoundError: the workdir has no ``config.json``.
+      WorkdirFileError: it is not a JSON object.
+      vscjax.config.ConfigError: it holds a key the schema does not have, or a value of the
+        wrong type (the message names the file and the key).
     """
     saved = saved_config(workdir)
     if saved is None:
         raise FileNotFoundError(f"no {CONFIG_FILE} in {workdir} (is it a train.py workdir?)")
-    return from_saved(saved)
+    return from_saved(saved, source=config_path(workdir))
 
 
 def write_dataset_info(workdir: str, name: str, image_shape: Sequence[int], num_classes: int) -> None:
@@ -169,25 +176,54 @@ def read_dataset_info(workdir: str) -> dict:
 
     Raises:
       FileNotFoundError: the workdir has no ``dataset.json`` (made by an older train.py).
+      WorkdirFileError: the file does not hold a name, an image shape of three positive
+        integers and a positive class count.
     """
     path = dataset_path(workdir)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"no {DATASET_FILE} in {workdir} (made by an older train.py?); pass the data's image "
             f"shape and class count: vscjax.load(workdir, image_shape=(28, 28, 1), num_classes=10)")
-    with open(path) as f:
-        return json.load(f)
+    info = _read_json(path, "the data's name, image_shape and num_classes")
+    shape, classes = info.get("image_shape"), info.get("num_classes")
+    if (not isinstance(shape, list) or len(shape) != 3
+            or not all(_is_positive_int(n) for n in shape) or not _is_positive_int(classes)):
+        raise WorkdirFileError(f"{path}: image_shape must be three positive integers and "
+                               f"num_classes a positive integer, got {shape!r} and {classes!r}")
+    return info
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def read_metrics(workdir: str) -> list[dict]:
-    """The records of ``metrics.jsonl`` in the order written; a line cut by a kill is left out."""
+    """The records of ``metrics.jsonl`` in the order written.
+
+    The last line is left out if a kill cut it (it does not parse); every other line must be
+    a JSON object with an integer ``step``.
+
+    Raises:
+      WorkdirFileError: a line before the last is not such a record (naming the line).
+    """
+    path = metrics_path(workdir)
+    with open(path) as f:
+        lines = f.read().split("\n")
     records = []
-    with open(metrics_path(workdir)) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except ValueError:  # a line cut by a kill (or an empty one)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as err:
+            if number == len(lines):  # no newline after it: the last line, cut by a kill
                 continue
+            raise WorkdirFileError(f"{path} line {number} is not JSON ({err}); repair or delete "
+                                   "that line") from None
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int)):
+            raise WorkdirFileError(f"{path} line {number} is not a record with an integer "
+                                   "step; repair or delete that line")
+        records.append(record)
     return records
 
 
