@@ -32,13 +32,13 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=10)
     args = parser.parse_args()
     mib = 2**20
-    b, l = args.batch, args.latent
-    print(f"B={b} L={l} C={args.num_classes} device={jax.devices()[0].device_kind}")
-    print(f"  one [B, L] float32 array:     {b * l * 4 / mib:10.1f} MiB")
-    print(f"  one [B, B, L] float32 array:  {b * b * l * 4 / mib:10.1f} MiB")
+    b, latent = args.batch, args.latent
+    print(f"B={b} L={latent} C={args.num_classes} device={jax.devices()[0].device_kind}")
+    print(f"  one [B, L] float32 array:     {b * latent * 4 / mib:10.1f} MiB")
+    print(f"  one [B, B, L] float32 array:  {b * b * latent * 4 / mib:10.1f} MiB")
     for mode in alignment.MODES:
-        peak = temp_bytes(mode, b, l, args.num_classes)
-        print(f"  {mode:9s} value+grad temp: {peak / mib:10.1f} MiB ({peak / (b * l * 4):.1f} x [B, L])")
+        peak = temp_bytes(mode, b, latent, args.num_classes)
+        print(f"  {mode:9s} value+grad temp: {peak / mib:10.1f} MiB ({peak / (b * latent * 4):.1f} x [B, L])")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ MLP VSC of benchmarks/harness.py (MNIST-shaped random images, 28x28x1, hidden 40
 mask, fixed prior), with the contenders of that module: ``vscjax`` (``make_train_step``,
 jitted, state donated), ``torch`` (the eager reference) and, on request, ``torch.compile``.
 Each framework initialises its own weights (the same layers, its own default initialiser), so
-that no JAX computation lands in the torch child's memory; the work is the same. Labels are class-balanced in class-major order (``np.repeat(arange(10),
-B / 10)``), so the batch must divide by the 10 classes: the default B is 520 (not 512; it
-divides by 10 and by 8). Pairwise alignment then compares pairs only within each class's block,
-in both frameworks (vscjax ``class_major=True``, the large-latent path; the torch reference's
-``class_major`` path, the same definition); centroid is unaffected by the order.
+that no JAX computation lands in the torch child's memory; the work is the same. Labels are
+class-balanced in class-major order (``np.repeat(arange(10), B / 10)``), so the batch must
+divide by the 10 classes: the default B is 520 (not 512; it divides by 10 and by 8). Pairwise
+alignment then compares pairs only within each class's block, in both frameworks (vscjax
+``class_major=True``, the large-latent path; the torch reference's ``class_major`` path, the
+same definition); centroid is unaffected by the order.
 
 Timing (``harness.measure``): the first call (trace, compile, one step) is reported apart
 as "compile s"; one warm-up step; then ``--repeats`` repeats, each of enough steps to last

@@ -32,7 +32,6 @@ from benchmarks import end_to_end, harness
 from vscjax.atomic import replace_file, write_json_atomic
 from vscjax.tables import fmt
 
-
 # ----------------------------------------------------------------------------- reporting
 
 
@@ -101,9 +100,7 @@ def print_instruction_tables(args, k: int) -> None:
     """Where the bytes of vscjax's compiled step go, at each configuration of the grid: its
     ``k`` costliest instructions and the totals (``vscjax.hlo_costs``), and XLA's own totals
     (``cost_analysis``). Counts, not times: the machine need not be quiet."""
-    from vscjax import hlo_costs
-
-    from vscjax import cpu_random
+    from vscjax import cpu_random, hlo_costs
 
     cpu_random.unroll_threefry()  # as the trainer and the timed runs compile it
     grid = harness.GRIDS[args.grid]

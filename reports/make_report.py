@@ -181,8 +181,10 @@ def targets_table(results: dict) -> list[str]:
         lines += [
             _check("MNIST class-mask prior: bound", f"{cp['exact_neg_elbo']:.1f}", "<= 115",
                    cp["exact_neg_elbo"] <= 115),
-            _check("... same-class Jaccard / plain VSC's", f"{same_ratio:.2f}x", ">= 1.5x", same_ratio >= 1.5),
-            _check("... same-class / its different-class Jaccard", f"{own_ratio:.2f}x", ">= 5x", own_ratio >= 5),
+            _check("... same-class Jaccard / plain VSC's", f"{same_ratio:.2f}x", ">= 1.5x",
+                   same_ratio >= 1.5),
+            _check("... same-class / its different-class Jaccard", f"{own_ratio:.2f}x", ">= 5x",
+                   own_ratio >= 5),
             _check("... linear probe", f"{100 * cp['probe']:.1f}%", ">= 95%", cp["probe"] >= 0.95),
             _check("... classes with a class-specific dimension",
                    f"{sum(1 for n in cp['specific_count'] if n)}/{len(cp['specific_count'])}",
@@ -204,7 +206,8 @@ def targets_table(results: dict) -> list[str]:
         lines += [
             _check("L=16,384: expected active dims", f"{large['expected_active']:.1f}", ">= 3",
                    large["expected_active"] >= 3),
-            _check("L=16,384: linear probe", f"{100 * large['probe']:.1f}%", ">= 93%", large["probe"] >= 0.93),
+            _check("L=16,384: linear probe", f"{100 * large['probe']:.1f}%", ">= 93%",
+                   large["probe"] >= 0.93),
             _check("L=16,384: bound", f"{large['exact_neg_elbo']:.1f}", "<= 140",
                    large["exact_neg_elbo"] <= 140),
         ]
@@ -236,7 +239,8 @@ def shapes_tables(rows: dict) -> dict[str, list[str]]:
     for label, r in labelled.items():
         f, spec = r["factors"], r["specific_count"]
         spec_text = "n/a" if spec is None else f"{sum(spec)} ({sum(1 for n in spec if n)}/{len(spec)})"
-        main.append(f"| {label} | {r['exact_neg_elbo']:.1f} | {fmt(r['fixed_prior_exact_neg_elbo'], '.1f')} | "
+        main.append(f"| {label} | {r['exact_neg_elbo']:.1f} | "
+                    f"{fmt(r['fixed_prior_exact_neg_elbo'], '.1f')} | "
                     f"{fmt(r['active_count'], '.1f')} | {fmt(r['num_global'], 'd')} | {spec_text} | "
                     f"{100 * r['probe']:.1f}% | {f['mig']:.3f} | {f['dci_disentanglement']:.3f} | "
                     f"{_placed(f, 'global')} | {_placed(f, 'class')} |")
@@ -258,7 +262,8 @@ def shapes_targets_table(rows: dict) -> list[str]:
         placed = lambda r: r["factors"]["global_placed"] + r["factors"]["class_placed"]  # noqa: E731
         lines += [
             _check(f"Shapes ({arch}) class-mask prior: global factors placed in a global dimension",
-                   f"{f['global_placed']}/{f['global_total']}", "every one", f["global_placed"] == f["global_total"]),
+                   f"{f['global_placed']}/{f['global_total']}", "every one",
+                   f["global_placed"] == f["global_total"]),
             _check("... class factors placed in their class's own dimension",
                    f"{f['class_placed']}/{f['class_total']}", ">= 4", f["class_placed"] >= 4),
             _check("... factors placed, against plain VSC, centroid, pairwise",
@@ -267,7 +272,8 @@ def shapes_targets_table(rows: dict) -> list[str]:
             _check("... MIG, against plain VSC, centroid, pairwise",
                    f"{f['mig']:.3f} vs " + ", ".join(f"{r['factors']['mig']:.3f}" for r in others.values()),
                    "above each", all(f["mig"] > r["factors"]["mig"] for r in others.values())),
-            _check("... bound, against plain VSC", f"{cp['exact_neg_elbo']:.1f} vs {vsc['exact_neg_elbo']:.1f}",
+            _check("... bound, against plain VSC",
+                   f"{cp['exact_neg_elbo']:.1f} vs {vsc['exact_neg_elbo']:.1f}",
                    "<= plain VSC + 5", cp["exact_neg_elbo"] <= vsc["exact_neg_elbo"] + 5),
         ]
     return lines

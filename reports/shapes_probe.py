@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 import jax  # noqa: E402
 
 import vscjax  # noqa: E402
-from vscjax import data, evaluation_loop, factor_metrics, plots, sharding, shapes  # noqa: E402
+from vscjax import data, evaluation_loop, factor_metrics, plots, shapes, sharding  # noqa: E402
 
 
 def exact_bound(model: vscjax.TrainedModel, dataset: data.Dataset) -> float:
@@ -79,8 +79,8 @@ def table(results: list[dict]) -> str:
         kinds = r["dimension_kinds"]
         for f in r["factors"]:
             kind = kinds[f["best_dim"]]
-            where = ("global" if kind == factor_metrics.GLOBAL else "neither" if kind == factor_metrics.NEITHER
-                     else f"{shapes.CLASSES[kind]}'s")
+            where = ("global" if kind == factor_metrics.GLOBAL
+                     else "neither" if kind == factor_metrics.NEITHER else f"{shapes.CLASSES[kind]}'s")
             mark = "placed" if f["placed"] else "captured" if f["captured"] else "-"
             lines.append(f"  {f['name']:16} dim {f['best_dim']:3} ({where:10}) MI {f['nmi']:.3f} "
                          f"next {f['second_nmi']:.3f}  {mark}")

@@ -110,8 +110,9 @@ def markdown(rows: list[dict]) -> str:
         if with_factors:
             f = r.get("factors")
             cells += ["n/a"] * 3 if not f else [
-                f"{f['mig']:.3f}", *(f"{f[kind + '_captured']} / {f[kind + '_placed']} of {f[kind + '_total']}"
-                                     for kind in ("global", "class"))]
+                f"{f['mig']:.3f}",
+                *(f"{f[kind + '_captured']} / {f[kind + '_placed']} of {f[kind + '_total']}"
+                  for kind in ("global", "class"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -94,7 +94,7 @@ def largest_latent(dtype: str, align: str, topology: str, log=print) -> dict:
     """The largest L (a multiple of ``STEP``) whose step fits a chip of ``topology``."""
     log(f"largest L, {dtype}, alignment {align}:")
     probes = (16 * STEP, 64 * STEP)
-    (n1, _), (n2, _) = (_needed(l, dtype, align, topology, log) for l in probes)
+    (n1, _), (n2, _) = (_needed(p, dtype, align, topology, log) for p in probes)
     hbm = aot.CHIPS[aot.slice_devices(topology)[0].device_kind].hbm_bytes
     slope = (n2 - n1) / (probes[1] - probes[0])
     guess = max(STEP, int((probes[0] + (hbm - n1) / slope) // STEP) * STEP)

@@ -90,7 +90,7 @@ def test_jsd_is_symmetric_bounded_and_zero_iff_equal():
 def test_jsd_gradient_finite_at_saturation():
     logits = jnp.array([-50.0, 50.0, 17.0, -17.0, 0.0, 30.0])
     for other in (logits, -logits, jnp.zeros(6)):
-        g = jax.grad(lambda p: alignment.bernoulli_jsd(p, other).sum())(logits)
+        g = jax.grad(lambda p, q=other: alignment.bernoulli_jsd(p, q).sum())(logits)
         assert np.all(np.isfinite(g))
 
 

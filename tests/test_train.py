@@ -12,8 +12,8 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from helpers import assert_trees_equal, check_record, load_config, saved_state
 import vscjax
+from helpers import assert_trees_equal, check_record, load_config, saved_state
 from vscjax import data, sharding, train, train_step
 from vscjax.config import ConfigError, validate
 from vscjax.state import TrainState

@@ -215,7 +215,7 @@ class Checkpoints:
             )
 
     @classmethod
-    def reader(cls, workdir: str) -> "Checkpoints":
+    def reader(cls, workdir: str) -> Checkpoints:
         """Read-only access to a workdir made by ``train.py``: writes nothing, keeps everything,
         and reads while a run trains there (:meth:`restore_latest`)."""
         self = cls.__new__(cls)

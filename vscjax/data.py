@@ -12,10 +12,11 @@ and int32 labels; the synthetic shapes (:mod:`vscjax.shapes`) also each image's 
 :func:`load` gives three splits of every source: ``"test"`` (the source's own test set),
 ``"validation"`` (a fixed part of the source's training set, 1/12 of it: 5,000 of MNIST's
 60,000 images, the same for every run and seed) and ``"train"`` (the rest).
-Hyperparameters are chosen on validation; the test set is for reports only. :class:`BatchSampler` gives the indices of each batch as a pure function
-of (seed, step), so a resumed run needs only its step to see the same batches, and can
-draw class-balanced batches for the class-aware alignment loss. :func:`batch_iterator`
-gathers batches and puts them on the device(s) in a background thread.
+Hyperparameters are chosen on validation; the test set is for reports only.
+:class:`BatchSampler` gives the indices of each batch as a pure function of (seed, step), so a
+resumed run needs only its step to see the same batches, and can draw class-balanced batches
+for the class-aware alignment loss. :func:`batch_iterator` gathers batches and puts them on the
+device(s) in a background thread.
 
 This module knows nothing of models; scikit-learn and tensorflow_datasets are imported
 only when their sources are used.
@@ -188,7 +189,8 @@ def load_idx(directory: str, split: str, *, num_classes: int | None = None) -> D
     """
     _check_split(split, IDX_PREFIX)
     if not os.path.isdir(directory):
-        raise DataError(f"IDX data directory not found: {directory} (set the config key data.dir or ${DATA_DIR_ENV})")
+        raise DataError(f"IDX data directory not found: {directory} (set the config key data.dir "
+                        f"or ${DATA_DIR_ENV})")
     prefix = IDX_PREFIX[split]
     images_path = _find_idx_file(directory, f"{prefix}-images-idx3-ubyte")
     labels_path = _find_idx_file(directory, f"{prefix}-labels-idx1-ubyte")

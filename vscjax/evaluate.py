@@ -54,13 +54,19 @@ import jax
 import numpy as np
 from flax import nnx
 
-from vscjax import (cli, data, evaluation_loop, memory, multihost, objective, provenance, rng,
-                    sharding)
+from vscjax import cli, data, evaluation_loop, memory, multihost, objective, provenance, rng, sharding
 from vscjax.codes import Codes, encode_images, save_codes
 from vscjax.factor_metrics import CAPTURED, GLOBAL, NEITHER, NUM_BINS, factor_summary
 from vscjax.figures import draw_evaluation_figures
-from vscjax.metrics import (ACTIVE_THRESHOLD, OVERLAP_DEFINITION, activation_frequency,
-                            class_overlap, jaccard_pairs, linear_probe, shared_and_specific)
+from vscjax.metrics import (
+    ACTIVE_THRESHOLD,
+    OVERLAP_DEFINITION,
+    activation_frequency,
+    class_overlap,
+    jaccard_pairs,
+    linear_probe,
+    shared_and_specific,
+)
 from vscjax.tables import fmt
 from vscjax.trained import restore_model
 from vscjax.workdir import codes_path, plots_dir, read_config, results_path, write_results

@@ -301,7 +301,8 @@ def factor_summary(gamma: np.ndarray, mu: np.ndarray, labels: np.ndarray, factor
 def _scored_rows(codes: np.ndarray, factors: np.ndarray, labels) -> list[tuple]:
     """(k, rows) for every factor k: the images it is scored on (all, or its class's [N] mask)."""
     if codes.ndim != 2 or factors.ndim != 2:
-        raise ValueError(f"codes and factors must be [N, L] and [N, K], got {codes.shape} and {factors.shape}")
+        raise ValueError(f"codes and factors must be [N, L] and [N, K], got {codes.shape} and "
+                         f"{factors.shape}")
     if not len(codes) == len(factors) == len(labels):
         raise ValueError(f"{len(codes)} codes, {len(factors)} factor rows and {len(labels)} labels")
     return [(k, slice(None) if owner == GLOBAL else np.asarray(labels) == owner)

@@ -66,7 +66,7 @@ def _take(workdir: str) -> int:
             f"{os.path.abspath(workdir)} is in use by another training run ({named}; lock "
             f"{path}); wait for it to end, stop it, or use another --workdir") from None
     record = {"host": socket.gethostname(), "pid": os.getpid(),
-              "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+              "since": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
     try:  # in place: the lock belongs to this file, a renamed new one would hold none
         os.ftruncate(handle, 0)
         os.pwrite(handle, (json.dumps(record) + "\n").encode(), 0)

@@ -31,7 +31,9 @@ def make_optimizer(opt: ml_collections.ConfigDict, num_steps: int) -> optax.Grad
     lr = (optax.cosine_decay_schedule(opt.learning_rate, num_steps)
           if opt.lr_schedule == "cosine" else opt.learning_rate)
     adam = optax.adam(lr, b1=opt.b1, b2=opt.b2)
-    return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam) if opt.grad_clip_norm > 0 else adam
+    if opt.grad_clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(opt.grad_clip_norm), adam)
+    return adam
 
 
 def initial_state(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int):

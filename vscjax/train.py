@@ -32,8 +32,23 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import (cpu_random, data, evaluation_loop, faults, feeding, host_memory, memory,
-                    multihost, objective, profiling, provenance, resident, rng, sharding, trained)
+from vscjax import (
+    cpu_random,
+    data,
+    evaluation_loop,
+    faults,
+    feeding,
+    host_memory,
+    memory,
+    multihost,
+    objective,
+    profiling,
+    provenance,
+    resident,
+    rng,
+    sharding,
+    trained,
+)
 from vscjax.atomic import write_text_atomic
 from vscjax.checkpoints import Checkpoints
 from vscjax.config import ConfigError, check_resume_compatible, validate
@@ -42,10 +57,17 @@ from vscjax.lock import workdir_lock
 from vscjax.models import VSC
 from vscjax.program import DataSpec, TrainProgram
 from vscjax.state import TrainState
-from vscjax.workdir import (metrics_path, plots_dir, profile_dir, read_metrics, saved_config,
-                            tensorboard_dir, write_config, write_dataset_info, write_summary)
-
-
+from vscjax.workdir import (
+    metrics_path,
+    plots_dir,
+    profile_dir,
+    read_metrics,
+    saved_config,
+    tensorboard_dir,
+    write_config,
+    write_dataset_info,
+    write_summary,
+)
 
 MAX_SKIPPED_IN_A_ROW = 100  # under nonfinite = "skip", this many in a row stop the run
 

@@ -18,7 +18,6 @@ from flax import nnx
 from vscjax import objective, resident
 from vscjax.state import TrainState
 
-
 SKIPS = ("cond", "select")
 
 
