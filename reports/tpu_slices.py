@@ -1,9 +1,19 @@
 """TPU slices without a TPU: every shipped config compiled for a slice, and the largest latent
 space a chip holds, from the TPU compiler (``vscjax.aot``; needs libtpu, no TPU).
 
-    python reports/tpu_slices.py                        # both tables, README sections rewritten
+    python reports/tpu_slices.py                        # every table, README sections rewritten
     python reports/tpu_slices.py --configs mnist tiny   # some configs only (README untouched)
     python reports/tpu_slices.py --from reports/tpu_slices.json   # reprint the tables
+
+The parts can run as separate processes (a compile uses about one core) and merge:
+
+    python reports/tpu_slices.py --parts configs --out /tmp/a.json &
+    python reports/tpu_slices.py --parts largest --variants float32:off bfloat16:off --out /tmp/b.json &
+    python reports/tpu_slices.py --parts largest --variants float32:centroid bfloat16:centroid \
+        --out /tmp/c.json &
+    python reports/tpu_slices.py --parts split --out /tmp/d.json; wait
+    python reports/tpu_slices.py --from /tmp/a.json /tmp/b.json /tmp/c.json /tmp/d.json \
+        --out reports/tpu_slices.json                   # merged, README sections rewritten
 
 Configs: each shipped config on ``--topology`` (default v5e:4x4: 16 chips, 4 hosts) as train.py
 would run it there; a config whose batch does not split over the chips runs with the smallest
@@ -12,9 +22,9 @@ would run it there; a config whose batch does not split over the chips runs with
 Largest latent space: ``configs/large_latent.py:L`` (alpha = 10 / L) at B = 4096 (unbalanced
 batches), with the data mesh (``mesh.latent = 1``: every chip holds the whole state), in float32
 and bfloat16, with the alignment off and with the centroid alignment (weight 1). The search
-compiles two sizes, fits HBM needed = a + b L through them, and compiles the predicted largest
-L (a multiple of 1,024) and the next one: the largest is one that fits with the next not
-fitting, stepping down while the prediction does not fit.
+compiles two sizes, fits HBM needed = a + b L through them, compiles the predicted largest L,
+brackets it (steps of 1% of it until one L fits and a larger one does not; a step whose
+temporaries the compiler cannot place does not fit) and bisects the bracket to within 1%.
 
 A latent space larger than a chip: ``configs/large_latent.py:1048576`` at B = 4096 (bfloat16,
 centroid alignment, weight 1) on the slice with the latent axis over 8 and over 16 chips
@@ -41,6 +51,7 @@ from vscjax.config import load_file
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 STEP = 1024  # the search's granularity in L
+TOLERANCE = 0.01  # the largest L is found to within this fraction of it
 SPLIT_LATENT = (1_048_576, (8, 16))  # L, and the chips its latent axis is split over
 VARIANTS = [("float32", "off"), ("bfloat16", "off"), ("float32", "centroid"), ("bfloat16", "centroid")]
 
@@ -91,20 +102,35 @@ def _needed(latent_dim: int, dtype: str, align: str, topology: str, log) -> tupl
 
 
 def largest_latent(dtype: str, align: str, topology: str, log=print) -> dict:
-    """The largest L (a multiple of ``STEP``) whose step fits a chip of ``topology``."""
+    """The largest L (to within ``TOLERANCE`` of it, a multiple of ``STEP``) whose step fits a
+    chip of ``topology``: a line through two probes predicts it, the prediction is bracketed
+    (stepping by ``TOLERANCE`` of it until one L fits and one does not), then bisected."""
     log(f"largest L, {dtype}, alignment {align}:")
     probes = (16 * STEP, 64 * STEP)
-    (n1, _), (n2, _) = (_needed(p, dtype, align, topology, log) for p in probes)
+    (n1, _), (n2, r2) = (_needed(p, dtype, align, topology, log) for p in probes)
     hbm = aot.CHIPS[aot.slice_devices(topology)[0].device_kind].hbm_bytes
     slope = (n2 - n1) / (probes[1] - probes[0])
-    guess = max(STEP, int((probes[0] + (hbm - n1) / slope) // STEP) * STEP)
+    guess = max(probes[1] + STEP, int((probes[0] + (hbm - n1) / slope) // STEP) * STEP)
+    fits = {probes[1]: (n2, r2)}  # L -> (HBM needed, report) of every L that fits
+    too_big = {}  # L -> HBM needed (or HBM + 1: no room for the temporaries)
     needed, report = _needed(guess, dtype, align, topology, log)
-    while needed > hbm and guess > STEP:
-        guess -= STEP
+    (fits if needed <= hbm else too_big)[guess] = (needed, report) if needed <= hbm else needed
+    stride = max(STEP, int(guess * TOLERANCE) // STEP * STEP)
+    while not too_big:  # the prediction fits: step up until one does not
+        guess += stride
         needed, report = _needed(guess, dtype, align, topology, log)
-    above, _ = _needed(guess + STEP, dtype, align, topology, log)
-    return {"dtype": dtype, "align": align, "largest_latent_dim": guess,
-            "hbm_needed_bytes": needed, "next_needs_bytes": above, "hbm_per_chip_bytes": hbm,
+        (fits if needed <= hbm else too_big)[guess] = (needed, report) if needed <= hbm else needed
+    lo, hi = max(fits), min(too_big)
+    while hi - lo > max(STEP, int(lo * TOLERANCE)):
+        mid = (lo + hi) // 2 // STEP * STEP
+        needed, report = _needed(mid, dtype, align, topology, log)
+        if needed <= hbm:
+            fits[mid], lo = (needed, report), mid
+        else:
+            too_big[mid], hi = needed, mid
+    needed, report = fits[lo]
+    return {"dtype": dtype, "align": align, "largest_latent_dim": lo, "hbm_needed_bytes": needed,
+            "next_latent_dim": hi, "next_needs_bytes": too_big[hi], "hbm_per_chip_bytes": hbm,
             "estimated_step_seconds": report["estimated_step_seconds"] if report else None,
             "predicted_samples_per_second": report["predicted_samples_per_second"] if report else None,
             "probes": {str(probes[0]): n1, str(probes[1]): n2}}
@@ -148,55 +174,80 @@ def config_table(rows: list[dict], topology: str) -> list[str]:
 
 
 def latent_table(rows: list[dict], topology: str) -> list[str]:
-    lines = [f"| {topology}, data mesh, B=4096 | largest L | HBM per chip | next L needs | estimated step |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [f"| {topology}, data mesh, B=4096 | largest L found | HBM per chip | does not fit at "
+             "| estimated step |", "| --- | --- | --- | --- | --- |"]
     for r in rows:
         step = "n/a" if r["estimated_step_seconds"] is None else f"{r['estimated_step_seconds'] * 1e3:.1f} ms"
         lines.append(f"| {r['dtype']}, alignment {r['align']} | {r['largest_latent_dim']:,} | "
-                     f"{r['hbm_needed_bytes'] / 2**30:.2f} GiB | "
-                     f"{r['next_needs_bytes'] / 2**30:.2f} GiB | {step} |")
+                     f"{r['hbm_needed_bytes'] / 2**30:.2f} GiB | {r['next_latent_dim']:,} | {step} |")
     return lines
+
+
+PARTS = ("configs", "largest", "split")
+
+
+def _read(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def merged(paths: list[str]) -> dict:
+    """One record from the JSON files of runs of some parts each: their rows in order, the
+    last file's topology and provenance, every file's command."""
+    record = {"configs": [], "largest_latent": [], "latent_split": [], "commands": []}
+    for part in map(_read, paths):
+        for key in ("configs", "largest_latent", "latent_split"):
+            record[key] += part.get(key, [])
+        record["commands"] += part.get("commands", [part.get("command")])
+        record.update(topology=part["topology"], provenance=part.get("provenance"))
+    return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--topology", default="v5e:4x4")
     parser.add_argument("--configs", nargs="*", help="config names (default: every shipped config)")
-    parser.add_argument("--no-largest-latent", action="store_true",
-                        help="skip the search for L and the split latent rows")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="what to compile: the shipped configs, the largest-L search, the "
+                             "split rows (default: all; runs of some parts merge with --from)")
+    parser.add_argument("--variants", nargs="+", choices=[f"{d}:{a}" for d, a in VARIANTS],
+                        help="the largest-L search's dtype:alignment pairs (default: all four)")
     parser.add_argument("--out", default=os.path.join(HERE, "tpu_slices.json"))
-    parser.add_argument("--from", dest="source", help="reprint the tables of this JSON file")
+    parser.add_argument("--from", dest="sources", nargs="+",
+                        help="rewrite the tables from these JSON files (of runs of some parts each)")
     args = parser.parse_args()
-    if args.source:
-        with open(args.source) as f:
-            record = json.load(f)
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if args.sources:
+        record = merged(args.sources)
+        if args.out != parser.get_default("out") or len(args.sources) > 1:
+            write_json_atomic(args.out, record, indent=2)
     else:
-        names = args.configs or shipped_configs()
-        rows = []
-        for name in names:
-            rows.append(config_row(name, args.topology))
-            print(f"{name}: done", file=sys.stderr)
-        largest = ([] if args.no_largest_latent else
-                   [largest_latent(d, a, args.topology, log=lambda line: print(line, file=sys.stderr))
-                    for d, a in VARIANTS])
-        split = [] if args.no_largest_latent else [split_row(m, args.topology) for m in SPLIT_LATENT[1]]
+        rows, largest, split = [], [], []
+        if "configs" in args.parts:
+            for name in args.configs or shipped_configs():
+                rows.append(config_row(name, args.topology))
+                log(f"{name}: done")
+        if "largest" in args.parts:
+            chosen = [v for v in VARIANTS if not args.variants or f"{v[0]}:{v[1]}" in args.variants]
+            largest = [largest_latent(d, a, args.topology, log=log) for d, a in chosen]
+        if "split" in args.parts:
+            split = [split_row(m, args.topology) for m in SPLIT_LATENT[1]]
         record = {"topology": args.topology, "configs": rows, "largest_latent": largest,
                   "latent_split": split,
                   "command": " ".join(["python reports/tpu_slices.py", *sys.argv[1:]]),
                   "provenance": provenance.record(extra_packages=("libtpu",))}
         write_json_atomic(args.out, record, indent=2)
-        if not args.configs and not args.no_largest_latent:
-            readme = os.path.join(ROOT, "README.md")
-            replace_section(readme, "tpu_configs", config_table(rows, args.topology))
-            replace_section(readme, "tpu_largest_latent", latent_table(largest, args.topology))
-            replace_section(readme, "tpu_latent_split", split_table(split, args.topology))
-    print("\n".join(config_table(record["configs"], record["topology"])))
-    if record["largest_latent"]:
-        print()
-        print("\n".join(latent_table(record["largest_latent"], record["topology"])))
-    if record.get("latent_split"):
-        print()
-        print("\n".join(split_table(record["latent_split"], record["topology"])))
+    complete = all(record.get(k) for k in ("configs", "largest_latent", "latent_split"))
+    if complete and not args.configs:
+        readme = os.path.join(ROOT, "README.md")
+        replace_section(readme, "tpu_configs", config_table(record["configs"], record["topology"]))
+        replace_section(readme, "tpu_largest_latent",
+                        latent_table(record["largest_latent"], record["topology"]))
+        replace_section(readme, "tpu_latent_split", split_table(record["latent_split"], record["topology"]))
+    for key, table in (("configs", config_table), ("largest_latent", latent_table),
+                       ("latent_split", split_table)):
+        if record.get(key):
+            print("\n".join(table(record[key], record["topology"])) + "\n")
 
 
 if __name__ == "__main__":
