@@ -23,7 +23,7 @@ Largest latent space: ``configs/large_latent.py:L`` (alpha = 10 / L) at B = 4096
 batches), with the data mesh (``mesh.latent = 1``: every chip holds the whole state), in float32
 and bfloat16, with the alignment off and with the centroid alignment (weight 1). The search
 compiles two sizes, fits HBM needed = a + b L through them, compiles the predicted largest L,
-brackets it (steps of 1% of it until one L fits and a larger one does not; a step whose
+brackets it (up from it in steps of 1% of it, doubling, until one does not fit; a step whose
 temporaries the compiler cannot place does not fit) and bisects the bracket to within 1%.
 
 A latent space larger than a chip: ``configs/large_latent.py:1048576`` at B = 4096 (bfloat16,
@@ -87,6 +87,11 @@ def _large(latent_dim: int, dtype: str, align: str, mesh_latent: int = 1):
     return load_file(os.path.join(ROOT, "configs", f"large_latent.py:{latent_dim}"), overrides)
 
 
+def hbm_per_chip(topology: str) -> int:
+    """Bytes of HBM of one chip of ``topology`` (``vscjax.aot.CHIPS``)."""
+    return aot.CHIPS[aot.slice_devices(topology)[0].device_kind].hbm_bytes
+
+
 def _needed(latent_dim: int, dtype: str, align: str, topology: str, log) -> tuple[int, dict | None]:
     """(HBM needed per chip, the report) at ``latent_dim``; a state too large to compile counts
     as the chip's HBM plus one byte (it does not fit)."""
@@ -96,7 +101,7 @@ def _needed(latent_dim: int, dtype: str, align: str, topology: str, log) -> tupl
         if "does not fit" not in str(err):
             raise
         log(f"  L={latent_dim:,}: {err}")
-        return aot.CHIPS[aot.slice_devices(topology)[0].device_kind].hbm_bytes + 1, None
+        return hbm_per_chip(topology) + 1, None
     log(f"  L={latent_dim:,}: {report['hbm_needed_bytes'] / 2**30:.2f} GiB")
     return report["hbm_needed_bytes"], report
 
@@ -104,11 +109,12 @@ def _needed(latent_dim: int, dtype: str, align: str, topology: str, log) -> tupl
 def largest_latent(dtype: str, align: str, topology: str, log=print) -> dict:
     """The largest L (to within ``TOLERANCE`` of it, a multiple of ``STEP``) whose step fits a
     chip of ``topology``: a line through two probes predicts it, the prediction is bracketed
-    (stepping by ``TOLERANCE`` of it until one L fits and one does not), then bisected."""
+    (from the largest that fits, steps up of ``TOLERANCE`` of it, doubling, until one does
+    not), then bisected."""
     log(f"largest L, {dtype}, alignment {align}:")
     probes = (16 * STEP, 64 * STEP)
     (n1, _), (n2, r2) = (_needed(p, dtype, align, topology, log) for p in probes)
-    hbm = aot.CHIPS[aot.slice_devices(topology)[0].device_kind].hbm_bytes
+    hbm = hbm_per_chip(topology)
     slope = (n2 - n1) / (probes[1] - probes[0])
     guess = max(probes[1] + STEP, int((probes[0] + (hbm - n1) / slope) // STEP) * STEP)
     fits = {probes[1]: (n2, r2)}  # L -> (HBM needed, report) of every L that fits
@@ -116,8 +122,9 @@ def largest_latent(dtype: str, align: str, topology: str, log=print) -> dict:
     needed, report = _needed(guess, dtype, align, topology, log)
     (fits if needed <= hbm else too_big)[guess] = (needed, report) if needed <= hbm else needed
     stride = max(STEP, int(guess * TOLERANCE) // STEP * STEP)
-    while not too_big:  # the prediction fits: step up until one does not
+    while not too_big:  # the prediction fits: step up, each step twice the last, until one does not
         guess += stride
+        stride *= 2
         needed, report = _needed(guess, dtype, align, topology, log)
         (fits if needed <= hbm else too_big)[guess] = (needed, report) if needed <= hbm else needed
     lo, hi = max(fits), min(too_big)
