@@ -75,8 +75,9 @@ def config_row(name: str, topology: str) -> dict:
         return {"config": name, "overrides": overrides, "error": str(err)}
     keep = ("chips", "hosts", "mesh", "hbm_needed_bytes", "hbm_per_chip_bytes", "fits",
             "estimated_step_seconds", "bytes_accessed", "minimal_bytes", "flops",
-            "predicted_samples_per_second", "config")
-    return {"config": name, "overrides": overrides, **{k: report[k] for k in keep}}
+            "predicted_samples_per_second")
+    return {"config": name, "overrides": overrides, "settings": report["config"],
+            **{k: report[k] for k in keep}}
 
 
 def _large(latent_dim: int, dtype: str, align: str, mesh_latent: int = 1):
