@@ -168,3 +168,22 @@ def test_every_shipped_config_compiles(name):
 def test_every_shipped_config_compiles_on_every_generation(name, topology):
     report = aot.analyse(_shipped(name, topology), topology, instructions=0, log=lambda line: None)
     assert report["fits"] and report["estimated_step_seconds"] > 0
+
+
+class _Refused:
+    """A lowered program whose compile fails with ``text``, as libtpu's compiler fails."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def compile(self):
+        raise RuntimeError(self.text)
+
+
+def test_no_room_for_the_temporaries_is_does_not_fit_and_other_failures_do_not_compile():
+    with pytest.raises(aot.CompileError, match="^the step does not fit: RESOURCE_EXHAUSTED"):
+        aot._compile(_Refused("RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory "
+                              "required for HLO temporaries (16.52G) exceeds available HBM (15.75G)."),
+                     "the step")
+    with pytest.raises(aot.CompileError, match="^the step does not compile: INTERNAL: boom"):
+        aot._compile(_Refused("INTERNAL: boom"), "the step")
