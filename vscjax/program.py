@@ -54,17 +54,19 @@ class DataSpec:
 
 
 def abstract_model(config: ml_collections.ConfigDict, image_shape: Sequence[int],
-                   num_classes: int, platform: str = "cpu") -> VSC:
+                   num_classes: int, platform: str = "cpu", latent_split: bool | None = None) -> VSC:
     """``config``'s model for devices of ``platform``, with shapes and dtypes in place of its
-    parameters: nothing allocated."""
-    return nnx.eval_shape(lambda: _build(config, image_shape, num_classes, platform))
+    parameters: nothing allocated. ``latent_split``: the latent axis is split over devices
+    (default: ``config.mesh.latent > 1``)."""
+    return nnx.eval_shape(lambda: _build(config, image_shape, num_classes, platform, latent_split))
 
 
 def _build(config: ml_collections.ConfigDict, image_shape: Sequence[int], num_classes: int,
-           platform: str) -> VSC:
+           platform: str, latent_split: bool | None = None) -> VSC:
+    split = config.mesh.latent > 1 if latent_split is None else latent_split
     return build_model(config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
                        key=rng.key(config.seed, "init"),
-                       three_axis_heads=three_axis_heads(config.mesh.latent > 1, platform))
+                       three_axis_heads=three_axis_heads(split, platform))
 
 
 class TrainProgram:

@@ -26,10 +26,10 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from vscjax import checkpoints, evaluation_loop, rng, sharding
+from vscjax import checkpoints, evaluation_loop, program, sharding
 from vscjax.bounds import prior_mixture
 from vscjax.codes import Codes, encode_images
-from vscjax.models import VSC, build_model, latent_axes, three_axis_heads
+from vscjax.models import VSC, latent_axes
 from vscjax.workdir import read_config, read_dataset_info
 
 BATCH_SIZE = 1000  # images per jitted call
@@ -67,11 +67,9 @@ def restore_model(workdir: str, image_shape: Sequence[int], num_classes: int, *,
     """
     config = read_config(workdir)
     split = mesh is not None and dict(mesh.shape).get(sharding.LATENT_AXIS, 1) > 1
-    abstract_model = nnx.eval_shape(lambda: build_model(
-        config.model, tuple(image_shape), num_classes, alpha=config.objective.alpha,
-        key=rng.key(config.seed, "init"),
-        three_axis_heads=three_axis_heads(split, jax.devices()[0].platform if mesh is None
-                                          else mesh.devices.flat[0].platform)))
+    platform = (jax.devices() if mesh is None else mesh.devices.flat)[0].platform
+    abstract_model = program.abstract_model(config, image_shape, num_classes, platform,
+                                            latent_split=split)
     graphdef, abstract_params = nnx.split(abstract_model)
     placement = (None if mesh is None else
                  sharding.state_shardings(abstract_params, mesh, latent_axes(abstract_model)))
